@@ -1,0 +1,150 @@
+"""The avatar directory: what preprocess writes and every later stage reads.
+
+Layout (names are a contract between stages)::
+
+    avatar.json       metadata; written last, so its presence means "complete"
+    frames/           full frames, ``{index:06d}.jpg`` (random access by index)
+    landmarks.npy     float32 (N, 68, 2), iBUG 68-point, full-frame pixel coordinates
+    boxes.npy         float32 (N, 4), square crop boxes x1, y1, x2, y2 (full-frame pixels)
+    crops.npy         uint8 (N, 328, 328, 3) RGB face crops, memory-mappable (training cache)
+    audio.wav         16 kHz mono PCM, exactly N / 25 seconds long
+    mel.npy           float32 (T, 80) log-mel frames at 80 per second (see audio.mel)
+
+Later stages add their own sub-directories (``checkpoints/`` ...), each with its own
+config saved next to what it produced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from synctalk2d.errors import UserError
+
+FORMAT_VERSION = 1
+FPS = 25
+CROP_SIZE = 328  # stored crop size; models see the centre 320x320
+
+
+@dataclass
+class AvatarInfo:
+    """Contents of ``avatar.json``."""
+
+    format_version: int
+    fps: int
+    num_frames: int
+    width: int
+    height: int
+    source: str
+    audio_source: str
+    landmark_model: str
+    created: str
+    tool_version: str
+    face_detected_share: float
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write JSON through a temp file + rename so a reader never sees half a file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+class Avatar:
+    """A preprocessed person: frames, landmarks, crops and audio, by frame index."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    # -- paths -----------------------------------------------------------------------
+    @property
+    def info_path(self) -> Path:
+        return self.root / "avatar.json"
+
+    @property
+    def frames_dir(self) -> Path:
+        return self.root / "frames"
+
+    @property
+    def landmarks_path(self) -> Path:
+        return self.root / "landmarks.npy"
+
+    @property
+    def boxes_path(self) -> Path:
+        return self.root / "boxes.npy"
+
+    @property
+    def crops_path(self) -> Path:
+        return self.root / "crops.npy"
+
+    @property
+    def audio_path(self) -> Path:
+        return self.root / "audio.wav"
+
+    @property
+    def mel_path(self) -> Path:
+        return self.root / "mel.npy"
+
+    def frame_path(self, index: int) -> Path:
+        return self.frames_dir / f"{index:06d}.jpg"
+
+    # -- state -----------------------------------------------------------------------
+    def is_complete(self) -> bool:
+        return self.info_path.is_file()
+
+    @classmethod
+    def open(cls, root: str | Path) -> "Avatar":
+        """Open a complete avatar, or fail with a message that says what to run."""
+        avatar = cls(root)
+        if not avatar.is_complete():
+            raise UserError(
+                f"{avatar.root} is not a complete avatar (no avatar.json); "
+                "run `synctalk2d preprocess VIDEO --avatar DIR` first"
+            )
+        return avatar
+
+    @property
+    def info(self) -> AvatarInfo:
+        data = json.loads(self.info_path.read_text())
+        if data.get("format_version") != FORMAT_VERSION:
+            raise UserError(
+                f"{self.root} has avatar format {data.get('format_version')}, this synctalk2d "
+                f"reads format {FORMAT_VERSION}; preprocess the video again"
+            )
+        return AvatarInfo(**data)
+
+    def write_info(self, info: AvatarInfo) -> None:
+        write_json_atomic(self.info_path, asdict(info))
+
+    def __len__(self) -> int:
+        return self.info.num_frames
+
+    # -- data ------------------------------------------------------------------------
+    def landmarks(self) -> np.ndarray:
+        return np.load(self.landmarks_path)
+
+    def boxes(self) -> np.ndarray:
+        return np.load(self.boxes_path)
+
+    def crops(self) -> np.ndarray:
+        """The (N, 328, 328, 3) uint8 RGB crop cache, memory-mapped (no copy)."""
+        return np.load(self.crops_path, mmap_mode="r")
+
+    def mel(self) -> np.ndarray:
+        return np.load(self.mel_path)
+
+    def frame(self, index: int) -> np.ndarray:
+        """Full frame ``index`` as an (H, W, 3) uint8 RGB array."""
+        bgr = cv2.imread(str(self.frame_path(index)), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise UserError(f"frame {index} of {self.root} is missing or unreadable")
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
