@@ -21,7 +21,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
-	$(VENV)/bin/synctalk2d demo
+	$(VENV)/bin/synctalk2d preprocess synctalk2d/sample_data/talk_b.mp4 --avatar avatars/demo --force
 
 bench: $(STAMP)
 	$(PY) bench/preprocess.py

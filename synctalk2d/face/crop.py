@@ -1,0 +1,82 @@
+"""Crop geometry: where the face crop sits in a frame, and the masked model input.
+
+The reference (SyncTalk_2D, 110-point PFLD landmarks) spans the box from point 1 to point
+31 horizontally (left to right face contour at about eye level) and puts its top at
+point 52 (the middle of the nose bridge); the box is square. With the iBUG 68-point scheme
+the equivalent points are contour points 1 and 15 (0-based; just below the eye corners)
+and the middle of the nose bridge, halfway between points 28 and 29.
+
+The crop is resized to 328x328 and its centre 320x320 goes to the model. The model input
+masks the current crop with a black rectangle (x 5..315, y 5..310 of the 320 crop, as in
+the reference) so the network must draw the lower face from audio and the reference frame.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from synctalk2d.face.landmarks import smooth
+
+CROP_SIZE = 328
+MODEL_SIZE = 320
+MODEL_OFFSET = (CROP_SIZE - MODEL_SIZE) // 2  # 4
+MASK_RECT = (5, 5, 310, 305)  # x, y, w, h inside the 320 crop
+LEFT_CONTOUR, RIGHT_CONTOUR = 1, 15
+NOSE_BRIDGE = (28, 29)
+_CENTRE_WINDOW = 9  # frames of box-centre smoothing (~0.36 s)
+_SIZE_WINDOW = 25  # frames of box-size smoothing (~1 s): the size should barely move
+
+
+def raw_boxes(landmarks: np.ndarray) -> np.ndarray:
+    """(N, 4) float boxes x1, y1, x2, y2 from (N, 68, 2) landmarks, before smoothing."""
+    x1 = landmarks[:, LEFT_CONTOUR, 0]
+    x2 = landmarks[:, RIGHT_CONTOUR, 0]
+    y1 = landmarks[:, NOSE_BRIDGE, 1].mean(axis=1)
+    size = x2 - x1
+    return np.stack([x1, y1, x2, y1 + size], axis=1)
+
+
+def crop_boxes(landmarks: np.ndarray) -> np.ndarray:
+    """(N, 4) int32 square crop boxes, smoothed over time.
+
+    Centre and size are smoothed separately: the centre follows head motion (short
+    window), the size is held steadier (long window), because a box that breathes makes
+    the pasted mouth wobble. Both filters are zero-phase, so neither lags.
+    """
+    boxes = raw_boxes(landmarks)
+    centre = smooth(np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], 1), _CENTRE_WINDOW)
+    size = smooth(boxes[:, 2] - boxes[:, 0], _SIZE_WINDOW)
+    half = np.maximum(size, 8.0) / 2
+    x1 = np.round(centre[:, 0] - half)
+    y1 = np.round(centre[:, 1] - half)
+    side = np.round(2 * half)
+    return np.stack([x1, y1, x1 + side, y1 + side], axis=1).astype(np.int32)
+
+
+def crop_face(frame: np.ndarray, box: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
+    """The ``size`` x ``size`` crop of ``box`` from ``frame``; parts outside the frame are
+    filled by replicating the edge pixels."""
+    x1, y1, x2, y2 = (int(v) for v in box)
+    h, w = frame.shape[:2]
+    pad = max(0, -x1, -y1, x2 - w, y2 - h)
+    if pad:
+        frame = cv2.copyMakeBorder(frame, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        x1, y1, x2, y2 = x1 + pad, y1 + pad, x2 + pad, y2 + pad
+    region = frame[y1:y2, x1:x2]
+    interpolation = cv2.INTER_AREA if region.shape[0] > size else cv2.INTER_LINEAR
+    return cv2.resize(region, (size, size), interpolation=interpolation)
+
+
+def model_crop(crop: np.ndarray) -> np.ndarray:
+    """The centre 320x320 of a 328x328 crop (works on (..., 328, 328, C) arrays)."""
+    o = MODEL_OFFSET
+    return crop[..., o : o + MODEL_SIZE, o : o + MODEL_SIZE, :]
+
+
+def mask_lower_face(image: np.ndarray) -> np.ndarray:
+    """A copy of a 320x320 crop (or a batch of them) with the mask rectangle blacked out."""
+    x, y, w, h = MASK_RECT
+    masked = np.array(image, copy=True)
+    masked[..., y : y + h, x : x + w, :] = 0
+    return masked

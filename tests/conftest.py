@@ -1,0 +1,81 @@
+"""Shared fixtures: the real clips in ../shared/fixtures and avatars built from them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+FIXTURES = Path(os.environ.get("SYNCTALK2D_FIXTURES", Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"))
+
+
+def fixture_path(name: str) -> Path:
+    path = FIXTURES / name
+    if not path.is_file():
+        pytest.fail(f"fixture {path} is missing (set SYNCTALK2D_FIXTURES to the fixtures directory)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def fixtures() -> Path:
+    return FIXTURES
+
+
+def encode_clip(frames, path: Path, fps=25, audio: np.ndarray | None = None, sample_rate=16000, faststart=False, time_base=None, pts=None) -> Path:
+    """Write RGB ``frames`` (and mono float ``audio``) to an H.264/AAC file with PyAV.
+
+    ``pts`` (in ``time_base`` units) gives every frame its own timestamp, for variable
+    frame rate files.
+    """
+    from fractions import Fraction
+
+    options = {"movflags": "+faststart"} if faststart else {}
+    with av.open(str(path), "w", options=options) as out:
+        stream = out.add_stream("libx264", rate=fps)
+        first = frames[0]
+        stream.width, stream.height = first.shape[1], first.shape[0]
+        stream.pix_fmt = "yuv420p"
+        if time_base is not None:
+            stream.time_base = stream.codec_context.time_base = Fraction(time_base)
+        astream = None
+        if audio is not None:
+            astream = out.add_stream("aac", rate=sample_rate)
+            astream.layout = "mono"
+        for i, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            if pts is not None:
+                frame.pts = pts[i]
+                frame.time_base = stream.time_base
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+        if astream is not None:
+            aframe = av.AudioFrame.from_ndarray(audio.astype(np.float32)[None, :], format="flt", layout="mono")
+            aframe.sample_rate = sample_rate
+            aframe.pts = 0
+            out.mux(astream.encode(aframe))
+            out.mux(astream.encode())
+    return path
+
+
+def decode_rgb(path: Path, limit: int | None = None) -> list[np.ndarray]:
+    with av.open(str(path)) as c:
+        out = []
+        for frame in c.decode(video=0):
+            out.append(frame.to_ndarray(format="rgb24"))
+            if limit and len(out) >= limit:
+                break
+        return out
+
+
+@pytest.fixture(scope="session")
+def talk_b_avatar(tmp_path_factory):
+    """talk_b.mp4 (5 s, 25 fps, 844x844) preprocessed once for the whole session."""
+    from synctalk2d.avatar import Avatar
+    from synctalk2d.preprocess import preprocess
+
+    root = tmp_path_factory.mktemp("avatars") / "talk_b"
+    preprocess(fixture_path("talk_b.mp4"), root, show_progress=False)
+    return Avatar.open(root)
