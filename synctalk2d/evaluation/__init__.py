@@ -1,0 +1,1 @@
+"""How good is an avatar: lip-sync and image metrics on held-out footage, with baselines."""
