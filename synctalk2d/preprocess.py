@@ -34,7 +34,7 @@ from synctalk2d.errors import UserError
 from synctalk2d.face.crop import crop_boxes, crop_face
 from synctalk2d.face.landmarks import LANDMARK_MODEL, FaceTracker, fill_missing, smooth
 from synctalk2d.media.audio import SAMPLE_RATE, fit_length, load_audio, write_wav
-from synctalk2d.media.video import iter_frames, probe_video, video_start_time
+from synctalk2d.media.video import VideoInfo, iter_frames, probe_video, video_start_time
 from synctalk2d.progress import progress_bar
 
 MIN_SECONDS = 3.0  # training needs several 16-frame windows plus off-sync negatives
@@ -72,13 +72,38 @@ def preprocess(
     samples, audio_offset = _load_aligned_audio(video, audio)
 
     work = root.parent / f".{root.name}.partial"
-    shutil.rmtree(work, ignore_errors=True)  # a previous interrupted run: start again
+    shutil.rmtree(work, ignore_errors=True)  # a previous run that was killed: start again
     (work / "frames").mkdir(parents=True)
-    avatar = Avatar(work)
+    try:
+        num_frames, face_share = _build(video, Avatar(work), info, samples, audio_offset, show_progress)
+        Avatar(work).write_info(
+            AvatarInfo(
+                format_version=FORMAT_VERSION,
+                fps=FPS,
+                num_frames=num_frames,
+                width=info.width,
+                height=info.height,
+                source=video.name,
+                audio_source=Path(audio).name if audio else video.name,
+                landmark_model=LANDMARK_MODEL,
+                created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                tool_version=__version__,
+                face_detected_share=round(face_share, 4),
+            )
+        )
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    _move_into_place(work, root)
+    return PreprocessSummary(root, num_frames, num_frames / FPS, face_share, time.perf_counter() - started)
+
+
+def _build(video: Path, avatar: Avatar, info: VideoInfo, samples: np.ndarray, audio_offset: int, show_progress: bool) -> tuple[int, float]:
+    """Everything but ``avatar.json``: frames, landmarks, boxes, crops, audio, mel."""
+    expected = info.expected_frames(FPS)
     with progress_bar(show_progress) as bar:
-        landmarks, found = _track_and_write_frames(video, avatar, info.expected_frames(FPS), bar)
+        landmarks, found = _track_and_write_frames(video, avatar, expected, bar)
         num_frames = len(landmarks)
-        expected = info.expected_frames(FPS)
         if expected and num_frames < 0.9 * expected:
             raise UserError(f"{video} is truncated or corrupt: decoded {num_frames} of {expected} frames")
         if num_frames < MIN_SECONDS * FPS:
@@ -100,23 +125,7 @@ def preprocess(
     wav = fit_length(samples, num_frames * SAMPLE_RATE // FPS, audio_offset)
     write_wav(avatar.audio_path, wav)
     np.save(avatar.mel_path, melspectrogram(wav))
-    avatar.write_info(
-        AvatarInfo(
-            format_version=FORMAT_VERSION,
-            fps=FPS,
-            num_frames=num_frames,
-            width=info.width,
-            height=info.height,
-            source=video.name,
-            audio_source=Path(audio).name if audio else video.name,
-            landmark_model=LANDMARK_MODEL,
-            created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            tool_version=__version__,
-            face_detected_share=round(face_share, 4),
-        )
-    )
-    _move_into_place(work, root)
-    return PreprocessSummary(root, num_frames, num_frames / FPS, face_share, time.perf_counter() - started)
+    return num_frames, face_share
 
 
 def _check_destination(root: Path, force: bool) -> None:

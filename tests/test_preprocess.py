@@ -116,6 +116,7 @@ def test_bad_input_gives_one_clear_line(bad_inputs, tmp_path, video, message):
     assert lines[0].startswith("synctalk2d: error:") and message in lines[0]
     assert "Traceback" not in result.stderr
     assert not Avatar(tmp_path / "avatar").is_complete()
+    assert not (tmp_path / ".avatar.partial").exists(), "a failed run cleans up after itself"
 
 
 def test_debug_shows_the_traceback(tmp_path):
