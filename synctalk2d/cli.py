@@ -83,5 +83,128 @@ def preprocess(
     )
 
 
+@command
+def train(
+    avatar: Path = typer.Option(..., "--avatar", help="Avatar directory written by `synctalk2d preprocess`."),
+    stage: Optional[str] = typer.Option(None, "--stage", help="Run only this stage: audio-encoder (or features), syncnet, unet."),
+    feature_type: str = typer.Option("ave", "--feature-type", help="Audio features: ave, hubert or wenet."),
+    width: str = typer.Option("full", "--width", help="U-Net width: full or mobile (about 4x faster)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs per stage (default: each stage's own)."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="At most this many steps per stage."),
+    minutes: Optional[float] = typer.Option(None, "--minutes", help="Wall-clock budget for the whole run (20/15/65% per stage)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size per process for every stage (default 32/32/8)."),
+    holdout_seconds: float = typer.Option(0.0, "--holdout-seconds", help="Never train on the clip's last S seconds (kept for evaluation)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cuda, mps or cpu (default: the best available)."),
+    audio_encoder_weights: Optional[Path] = typer.Option(None, "--audio-encoder-weights", help="Pretrained AVE encoder (Wav2Lip layout) instead of training one."),
+    hubert_model: Optional[Path] = typer.Option(None, "--hubert-model", help="HuBERT model directory (with --feature-type hubert)."),
+    wenet_model: Optional[Path] = typer.Option(None, "--wenet-model", help="WeNet encoder .onnx (with --feature-type wenet)."),
+    vgg_weights: Optional[Path] = typer.Option(None, "--vgg-weights", help="VGG19 weights for the perceptual loss (default: torch hub cache)."),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Steps between resumable checkpoints (default 200)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for initialisation, data order and augmentation."),
+    debug: bool = DebugOption,
+) -> None:
+    """Train an avatar: audio encoder, lip-sync expert, then the U-Net; re-run to resume."""
+    from synctalk2d.training.train import build_config, train as run_train
+
+    config = build_config(
+        avatar, stage=stage, feature_type=feature_type, width=width, epochs=epochs, max_steps=max_steps, minutes=minutes,
+        batch_size=batch_size, holdout_seconds=holdout_seconds, device=device, audio_encoder_weights=audio_encoder_weights,
+        hubert_model=hubert_model, wenet_model=wenet_model, vgg_weights=vgg_weights, checkpoint_every=checkpoint_every, seed=seed,
+    )
+    run_train(config)
+    console.print(f"[green]trained[/green] {avatar}")
+
+
+BackendOption = typer.Option("auto", "--backend", help="U-Net runtime: auto, torch or onnx.")
+PrecisionOption = typer.Option("auto", "--precision", help="auto, fp32, bf16, fp16 (CUDA) or int8 (onnx); reduced precision must stay within 40 dB PSNR of fp32.")
+DeviceOption = typer.Option("auto", "--device", help="auto, cpu, cuda or mps.")
+
+
+@command
+def infer(
+    avatar: Path = typer.Option(..., "--avatar", help="A trained avatar directory."),
+    audio: Path = typer.Option(..., "--audio", help="Speech to say (wav, mp3, m4a, flac, ogg...), or a folder of such files."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output .mp4 (or a folder when --audio is a folder)."),
+    start_frame: int = typer.Option(0, "--start-frame", help="Avatar frame the video starts on."),
+    loop_back: bool = typer.Option(True, "--loop-back/--no-loop-back", help="End on the start frame, for seamless loops."),
+    crf: int = typer.Option(18, "--crf", help="H.264 quality (lower is better, 18 is visually lossless)."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Frames per U-Net call."),
+    backend: str = BackendOption,
+    precision: str = PrecisionOption,
+    device: str = DeviceOption,
+    debug: bool = DebugOption,
+) -> None:
+    """Make the avatar say AUDIO: a lip-synced MP4 at the avatar's size and 25 fps."""
+    from synctalk2d.inference.lipsync import LipSync
+    from synctalk2d.inference.offline import render, render_folder
+
+    if not audio.exists():
+        raise UserError(f"{audio}: no such file or folder")
+    lipsync = LipSync(avatar, backend=backend, precision=precision, device=device, batch_size=batch_size)
+    options = dict(start_frame=start_frame, loop_back=loop_back, crf=crf)
+    if audio.is_dir():
+        done, failed = render_folder(lipsync, audio, output, **options)
+        for summary in done:
+            console.print(f"[green]wrote[/green] {summary.output} ({summary.frames} frames, {summary.fps:.1f} frames/s)")
+        for path, reason in failed.items():
+            print(f"synctalk2d: failed: {path}: {reason}", file=sys.stderr)
+        if failed:
+            _fail(f"{len(failed)} of {len(done) + len(failed)} files failed")
+        return
+    summary = render(lipsync, audio, output, **options)
+    console.print(f"[green]wrote[/green] {summary.output}: {summary.frames} frames in {summary.seconds:.1f} s ({summary.fps:.1f} frames/s)")
+
+
+@command
+def export(
+    avatar: Path = typer.Option(..., "--avatar", help="A trained avatar directory."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Where to write the ONNX model (default: AVATAR/unet.onnx)."),
+    debug: bool = DebugOption,
+) -> None:
+    """Export the avatar's U-Net to ONNX (BatchNorm folded, dynamic batch) for `infer --backend onnx` or other runtimes."""
+    from synctalk2d.inference.runtime import export_onnx
+    from synctalk2d.models.checkpoint import load_unet
+
+    path = export_onnx(load_unet(avatar), output or Path(avatar) / "unet.onnx")
+    console.print(f"[green]wrote[/green] {path}")
+
+
+@command
+def evaluate(
+    avatar: Path = typer.Option(..., "--avatar", help="An avatar trained with --holdout-seconds."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON here."),
+    preview: Optional[Path] = typer.Option(None, "--preview", help="Write a side-by-side video (generated | real) of the held-out tail."),
+    backend: str = BackendOption,
+    precision: str = PrecisionOption,
+    device: str = DeviceOption,
+    debug: bool = DebugOption,
+) -> None:
+    """Measure lip sync on the held-out tail against two baselines (unchanged frames, real frames)."""
+    from synctalk2d.avatar import write_json_atomic
+    from synctalk2d.evaluation.evaluate import evaluate as run_evaluate
+    from synctalk2d.evaluation.report import print_report
+
+    report = run_evaluate(avatar, preview=preview, backend=backend, precision=precision, device=device)
+    print_report(report)
+    if json_path:
+        write_json_atomic(json_path, report)
+
+
+@command
+def demo(
+    workdir: Path = typer.Option(Path("synctalk2d-demo"), "--workdir", help="Where the demo avatar and demo.mp4 go."),
+    minutes: float = typer.Option(3.0, "--minutes", help="Training budget."),
+    width: str = typer.Option("mobile", "--width", help="U-Net width: mobile (fast) or full."),
+    debug: bool = DebugOption,
+) -> None:
+    """Build, train and render the bundled sample avatar, then evaluate it: the whole pipeline in a few minutes."""
+    from synctalk2d.demo import run_demo
+    from synctalk2d.evaluation.report import print_report
+
+    result = run_demo(workdir, minutes=minutes, width=width)
+    print_report(result.report)
+    console.print(f"[green]demo video:[/green] {result.video.output.resolve()} ({result.video.frames} frames)")
+
+
 if __name__ == "__main__":
     app()

@@ -79,3 +79,40 @@ def talk_b_avatar(tmp_path_factory):
     root = tmp_path_factory.mktemp("avatars") / "talk_b"
     preprocess(fixture_path("talk_b.mp4"), root, show_progress=False)
     return Avatar.open(root)
+
+
+@pytest.fixture(scope="session")
+def trained_avatar(talk_b_avatar, tmp_path_factory):
+    """talk_b briefly trained (mobile width, a few steps per stage, last second held out):
+    enough for the full pipeline to run for real, not for good lip sync."""
+    import shutil
+
+    from synctalk2d.avatar import Avatar
+    from synctalk2d.training.train import build_config, train
+
+    root = tmp_path_factory.mktemp("trained") / "talk_b"
+    shutil.copytree(talk_b_avatar.root, root)
+    train(build_config(root, width="mobile", max_steps=3, batch_size=2, holdout_seconds=1.0), show_progress=False)
+    return Avatar.open(root)
+
+
+def write_speech(path: Path, seconds: float, silence_after: float = 0.0, channels: int = 1, rate: int = 16000) -> Path:
+    """A clip of real speech (speech_44k.wav), optionally followed by silence, written with
+    PyAV in the container/codec the suffix implies (wav, mp3, m4a...)."""
+    from synctalk2d.media.audio import load_audio
+
+    speech, _ = load_audio(fixture_path("speech_44k.wav"), sample_rate=rate)
+    samples = np.concatenate([speech[: int(seconds * rate)], np.zeros(int(silence_after * rate), np.float32)])
+    planar = np.repeat(samples[None], channels, axis=0)
+    codec = {".wav": "pcm_s16le", ".mp3": "mp3", ".m4a": "aac", ".flac": "flac"}[path.suffix]
+    layout = "mono" if channels == 1 else "stereo"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=rate)
+        stream.layout = layout
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(planar, np.float32), format="fltp", layout=layout)
+        frame.sample_rate = rate
+        resampler = av.AudioResampler(format=stream.codec_context.format.name, layout=layout, rate=rate, frame_size=stream.codec_context.frame_size or 1024)
+        for chunk in [*resampler.resample(frame), *resampler.resample(None)]:
+            out.mux(stream.encode(chunk))
+        out.mux(stream.encode(None))
+    return path

@@ -1,0 +1,199 @@
+"""`synctalk2d evaluate`: how well an avatar lip-syncs speech it has never seen.
+
+The held-out tail of the recording (``train --holdout-seconds S``) is the test set: its own
+audio is rendered on the avatar's *training* frames (as a user would render new speech) and
+compared with the real tail frames. Two baselines go through the same measurements, so the
+numbers mean something:
+
+- ``unchanged``: the same training frames without lip sync (what you get with no model);
+- ``real``: the real tail frames (the ceiling, where a measure has one).
+
+Frames are compared in landmark-aligned crop space (each frame's own crop box, resized to
+328x328), so differences in head position between source frames and the tail do not count
+as mouth errors. Mouth landmarks come from the same dlib tracker for every video.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import soundfile as sf
+import torch
+
+from synctalk2d.audio.windows import feature_windows, to_model_window
+from synctalk2d.avatar import CROP_SIZE, FPS
+from synctalk2d.errors import UserError
+from synctalk2d.evaluation import metrics
+from synctalk2d.face.crop import crop_face, model_crop
+from synctalk2d.face.landmarks import FaceTracker
+from synctalk2d.inference.lipsync import SAMPLES_PER_FRAME, LipSync
+from synctalk2d.inference.schedule import frame_schedule
+from synctalk2d.media.audio import SAMPLE_RATE
+from synctalk2d.media.writer import VideoWriter
+from synctalk2d.models.checkpoint import load_syncnet
+from synctalk2d.progress import progress_bar
+from synctalk2d.training.config import Splits
+
+MAX_SYNC_OFFSET = 5  # frames searched either way by the SyncNet offset search
+PREVIEW_HEIGHT = 720
+
+
+@dataclass
+class Clip:
+    """One video as the metrics see it: aligned crops and landmarks in crop pixels."""
+
+    crops: list[np.ndarray] = field(default_factory=list)
+    landmarks: list[np.ndarray] = field(default_factory=list)
+
+    def add(self, frame: np.ndarray, box: np.ndarray, tracker: FaceTracker) -> None:
+        points = tracker(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY))
+        if points is None:  # keep the sequence aligned; `arrays` fills the gap
+            points = np.full((68, 2), np.nan, np.float32)
+        else:
+            points = (points - box[:2]) * (CROP_SIZE / (box[2] - box[0]))
+        self.crops.append(crop_face(frame, box))
+        self.landmarks.append(points.astype(np.float32))
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        landmarks = np.stack(self.landmarks)
+        missing = np.isnan(landmarks).any(axis=(1, 2))
+        if missing.all():
+            raise UserError("no face could be found in the rendered frames; the avatar is not usable")
+        if missing.any():
+            good = np.flatnonzero(~missing)
+            landmarks[missing] = landmarks[good[np.abs(good[None] - np.flatnonzero(missing)[:, None]).argmin(1)]]
+        return np.stack(self.crops), landmarks
+
+
+def evaluate(avatar_dir: str | Path, preview: str | Path | None = None, silence_seconds: float = 4.0, show_progress: bool = True, **runtime) -> dict:
+    """Render the held-out tail and silence, measure, and return the report dict."""
+    lipsync = LipSync(avatar_dir, **runtime)
+    avatar = lipsync.avatar
+    settings = json.loads((avatar.root / "train.json").read_text()) if (avatar.root / "train.json").is_file() else {}
+    splits = Splits.of(avatar.info.num_frames, settings.get("holdout_seconds", 0.0), settings.get("val_fraction", 0.1))
+    tail = np.arange(splits.holdout.start, splits.holdout.stop)
+    if len(tail) < FPS:
+        raise UserError(f"{avatar.root} has no held-out tail to evaluate on; train it with --holdout-seconds 5")
+    used = splits.holdout.start
+    wav, _ = sf.read(avatar.audio_path, dtype="float32")
+    tail_wav = wav[tail[0] * SAMPLES_PER_FRAME : (tail[-1] + 1) * SAMPLES_PER_FRAME]
+    features = lipsync.audio_features(tail_wav)[: len(tail)]
+    schedule = frame_schedule(len(tail), used, start=0, loop_back=False)
+    boxes = avatar.boxes()
+
+    clips = {name: Clip() for name in ("generated", "unchanged", "real")}
+    trackers = {name: FaceTracker() for name in clips}
+    with progress_bar(show_progress) as bar, contextlib.ExitStack() as stack:
+        writer = stack.enter_context(_preview_writer(preview, avatar.info, tail_wav)) if preview else None
+        task = bar.add_task("held-out speech", total=len(tail))
+        for k, frame in enumerate(lipsync.generator.frames(lipsync.chunks(features, schedule))):
+            source, real_index = schedule[k], tail[k]
+            real = avatar.frame(real_index)
+            clips["generated"].add(frame, boxes[source], trackers["generated"])
+            clips["unchanged"].add(avatar.frame(source), boxes[source], trackers["unchanged"])
+            clips["real"].add(real, boxes[real_index], trackers["real"])
+            if writer:
+                writer.write(_side_by_side(frame, real))
+            bar.update(task, advance=1)
+        silence = _silence_clips(lipsync, used, silence_seconds, bar)
+
+    real_crops, real_landmarks = clips["real"].arrays()
+    syncnet = load_syncnet(avatar.root)
+    speech = {}
+    for name, clip in clips.items():
+        crops, landmarks = clip.arrays()
+        speech[name] = _speech_metrics(crops, landmarks, real_crops, real_landmarks)
+        speech[name].update(_sync(syncnet, crops, features, lipsync.feature_type))
+    speech["real"] = {k: v for k, v in speech["real"].items() if k.startswith("sync")} | {"mouth_aperture_r": 1.0, "best_lag": 0}
+    return {
+        "avatar": str(avatar.root),
+        "held_out": {"first_frame": int(tail[0]), "frames": int(len(tail)), "seconds": len(tail) / FPS},
+        "speech": speech,
+        "silence": {name: _stillness(*clip.arrays()) for name, clip in silence.items()},
+    }
+
+
+def _silence_clips(lipsync: LipSync, used: int, seconds: float, bar) -> dict[str, Clip]:
+    """Render silent audio (the mouth should stay closed and still) next to the same
+    frames unchanged (the recording's own talking mouth)."""
+    features = lipsync.audio_features(np.zeros(int(seconds * SAMPLE_RATE), np.float32))
+    schedule = frame_schedule(len(features), used, start=0, loop_back=False)
+    boxes = lipsync.avatar.boxes()
+    clips = {"generated": Clip(), "unchanged": Clip()}
+    trackers = {name: FaceTracker() for name in clips}
+    task = bar.add_task("silence", total=len(schedule))
+    for k, frame in enumerate(lipsync.generator.frames(lipsync.chunks(features, schedule))):
+        clips["generated"].add(frame, boxes[schedule[k]], trackers["generated"])
+        clips["unchanged"].add(lipsync.avatar.frame(schedule[k]), boxes[schedule[k]], trackers["unchanged"])
+        bar.update(task, advance=1)
+    return clips
+
+
+def _mouth_regions(real_landmarks: np.ndarray) -> list[tuple[slice, slice]]:
+    """Per frame, the region around the real mouth (crop pixels) that PSNR/SSIM compare."""
+    out = []
+    for points in real_landmarks:
+        x1, y1, x2, y2 = np.clip(metrics.mouth_box(points), 0, CROP_SIZE)
+        out.append((slice(y1, max(y2, y1 + 8)), slice(x1, max(x2, x1 + 8))))
+    return out
+
+
+def _speech_metrics(crops, landmarks, real_crops, real_landmarks) -> dict:
+    regions = _mouth_regions(real_landmarks)
+    psnrs = [metrics.psnr(c[r], rc[r]) for c, rc, r in zip(crops, real_crops, regions)]
+    ssims = [metrics.ssim(c[r], rc[r]) for c, rc, r in zip(crops, real_crops, regions)]
+    r0, lag = metrics.lagged_correlation(metrics.mouth_aperture(landmarks), metrics.mouth_aperture(real_landmarks))
+    return {
+        "mouth_psnr_db": float(np.mean(psnrs)),
+        "mouth_ssim": float(np.mean(ssims)),
+        "mouth_aperture_r": r0,
+        "best_lag": lag,
+        "lmd_percent_face_width": metrics.landmark_distance(landmarks, real_landmarks),
+    }
+
+
+@torch.inference_mode()
+def _sync(syncnet, crops: np.ndarray, features: np.ndarray, feature_type: str) -> dict:
+    """SyncNet offset search: mean face/audio cosine with the audio shifted by each offset."""
+    faces = torch.from_numpy(model_crop(crops).astype(np.float32) / 255).permute(0, 3, 1, 2)
+    offsets = np.arange(-MAX_SYNC_OFFSET, MAX_SYNC_OFFSET + 1)
+    frames = np.arange(MAX_SYNC_OFFSET, len(crops) - MAX_SYNC_OFFSET)
+    face_emb = torch.cat([syncnet(faces[frames[i : i + 16]], _windows(features, frames[i : i + 16], feature_type))[1] for i in range(0, len(frames), 16)])
+    similarity = []
+    for offset in offsets:
+        audio_emb = torch.cat([syncnet(faces[frames[i : i + 16]], _windows(features, frames[i : i + 16] + offset, feature_type))[0] for i in range(0, len(frames), 16)])
+        similarity.append(torch.nn.functional.cosine_similarity(audio_emb, face_emb).mean().item())
+    best, confidence = metrics.sync_offset(np.array(similarity), offsets)
+    return {"sync_offset": best, "sync_confidence": confidence, "sync_similarity": float(max(similarity))}
+
+
+def _windows(features: np.ndarray, indices: np.ndarray, feature_type: str) -> torch.Tensor:
+    return torch.from_numpy(to_model_window(feature_windows(features, indices), feature_type)).float()
+
+
+def _stillness(crops: np.ndarray, landmarks: np.ndarray) -> dict:
+    x1, y1, x2, y2 = np.clip(metrics.mouth_box(np.median(landmarks, axis=0)), 0, CROP_SIZE)
+    grey = np.stack([cv2.cvtColor(np.ascontiguousarray(c[y1:y2, x1:x2]), cv2.COLOR_RGB2GRAY) for c in crops])
+    aperture = metrics.mouth_aperture(landmarks)
+    return {
+        "mouth_aperture_std": float(aperture.std()),
+        "mouth_aperture_mean": float(aperture.mean()),
+        "mouth_frame_change": metrics.mean_frame_change(grey),
+    }
+
+
+def _preview_writer(path, info, audio: np.ndarray) -> VideoWriter:
+    height = min(PREVIEW_HEIGHT, info.height)
+    width = 2 * round(info.width * height / info.height)
+    return VideoWriter(path, width, height, fps=FPS, audio=audio, sample_rate=SAMPLE_RATE)
+
+
+def _side_by_side(generated: np.ndarray, real: np.ndarray) -> np.ndarray:
+    height = min(PREVIEW_HEIGHT, generated.shape[0])
+    width = round(generated.shape[1] * height / generated.shape[0])
+    return np.concatenate([cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA) for img in (generated, real)], axis=1)

@@ -1,0 +1,51 @@
+"""The evaluate report as tables a person can read at a glance."""
+
+from __future__ import annotations
+
+import math
+
+from rich.console import Console
+from rich.table import Table
+
+SPEECH_ROWS = [
+    ("mouth_psnr_db", "mouth PSNR (dB)", "higher is better"),
+    ("mouth_ssim", "mouth SSIM", "higher is better"),
+    ("mouth_aperture_r", "mouth opening r", "vs real, lag 0; 1 is perfect"),
+    ("best_lag", "best lag (frames)", "0 is in sync"),
+    ("lmd_percent_face_width", "mouth LMD (% face width)", "lower is better"),
+    ("sync_confidence", "SyncNet confidence", "higher is better"),
+    ("sync_offset", "SyncNet offset (frames)", "0 +- 1 is in sync"),
+]
+SILENCE_ROWS = [
+    ("mouth_aperture_std", "mouth opening std", "lower is stiller"),
+    ("mouth_aperture_mean", "mouth opening mean", "near 0 is closed"),
+    ("mouth_frame_change", "mouth frame-to-frame change", "grey levels; lower is stiller"),
+]
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return "inf" if math.isinf(value) else f"{value:.3f}"
+    return str(value)
+
+
+def _table(title: str, rows, columns: dict[str, dict]) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("metric")
+    for name in columns:
+        table.add_column(name, justify="right")
+    table.add_column("", style="dim")
+    for key, label, hint in rows:
+        table.add_row(label, *(_cell(values.get(key)) for values in columns.values()), hint)
+    return table
+
+
+def print_report(report: dict, console: Console | None = None) -> None:
+    """Print the speech and silence tables of an `evaluate` report to stdout."""
+    console = console or Console()
+    held = report["held_out"]
+    console.print(f"[bold]{report['avatar']}[/bold]: held-out tail of {held['seconds']:.1f} s ({held['frames']} frames from frame {held['first_frame']})")
+    console.print(_table("Held-out speech (generated vs. baselines)", SPEECH_ROWS, report["speech"]))
+    console.print(_table("Silence (the mouth should stay closed and still)", SILENCE_ROWS, report["silence"]))

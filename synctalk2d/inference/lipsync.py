@@ -1,0 +1,93 @@
+"""A trained avatar loaded for rendering: models, audio features, frame generator.
+
+`LipSync` is loaded once and then renders any number of audio clips (offline files, a folder
+in batch mode, or live audio in chunks): the expensive parts (U-Net, audio encoder, crop
+cache) are shared, and everything per clip flows through `audio_windows` and the
+`FrameGenerator`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from synctalk2d.audio.features import extract_features
+from synctalk2d.audio.windows import feature_windows, to_model_window
+from synctalk2d.avatar import FPS, Avatar
+from synctalk2d.errors import UserError
+from synctalk2d.inference.generator import FrameGenerator
+from synctalk2d.inference.runtime import UNetRunner
+from synctalk2d.media.audio import SAMPLE_RATE, fit_length
+from synctalk2d.models.checkpoint import load_audio_encoder, load_checkpoint, load_unet, trained_stem
+
+SAMPLES_PER_FRAME = SAMPLE_RATE // FPS
+
+
+def frame_count(num_samples: int) -> int:
+    """Output frames for ``num_samples`` of 16 kHz audio: ceil(seconds * 25)."""
+    return math.ceil(num_samples / SAMPLES_PER_FRAME)
+
+
+class LipSync:
+    """Everything needed to make one avatar speak."""
+
+    def __init__(self, avatar_dir: str | Path, backend: str = "torch", precision: str = "auto", device: str = "auto", batch_size: int = 8):
+        self.avatar = Avatar.open(avatar_dir)
+        self.unet = load_unet(self.avatar.root)
+        self.feature_type = self.unet.config.feature_type
+        self._check_matches_avatar()
+        self.batch_size = batch_size
+        self.device = _pick_device(device)
+        self.runner = UNetRunner.from_model(self.unet, backend=backend, precision=precision, device=self.device)
+        self._feature_models = self._load_feature_models()
+        self.generator = FrameGenerator(self.avatar, self.runner)
+
+    def _check_matches_avatar(self) -> None:
+        """A checkpoint copied from another avatar would paste the wrong face: refuse it."""
+        state = load_checkpoint(trained_stem(self.avatar.root, "unet")).state
+        trained_on = state.get("avatar")
+        info = self.avatar.info
+        if trained_on and (trained_on.get("created"), trained_on.get("num_frames")) != (info.created, info.num_frames):
+            raise UserError(
+                f"the U-Net in {self.avatar.root} was trained on another avatar "
+                f"({trained_on.get('source')}, {trained_on.get('created')}); train this avatar again"
+            )
+
+    def _load_feature_models(self) -> dict:
+        if self.feature_type == "ave":
+            return {"ave_encoder": load_audio_encoder(self.avatar.root).to(self.device)}
+        settings = json.loads((self.avatar.root / "train.json").read_text())
+        key = {"hubert": "hubert_model", "wenet": "wenet_model"}[self.feature_type]
+        if not settings.get(key):
+            raise UserError(f"{self.avatar.root}/train.json names no {key} for {self.feature_type} features")
+        return {key: settings[key]}
+
+    def audio_features(self, wav: np.ndarray) -> np.ndarray:
+        """Per-frame features (N, ...) for 16 kHz mono ``wav``; N = ceil(seconds * 25)."""
+        num_frames = frame_count(len(wav))
+        padded = fit_length(wav, num_frames * SAMPLES_PER_FRAME)
+        return extract_features(self.feature_type, padded, num_frames, device=self.device, **self._feature_models)
+
+    def audio_windows(self, features: np.ndarray, indices: np.ndarray) -> np.ndarray:
+        """Model-ready audio windows for output frames ``indices`` (the shared window rule)."""
+        return to_model_window(feature_windows(features, indices), self.feature_type)
+
+    def chunks(self, features: np.ndarray, schedule: np.ndarray):
+        """(source frames, audio windows) per batch, for `FrameGenerator.frames`."""
+        for start in range(0, len(schedule), self.batch_size):
+            indices = np.arange(start, min(start + self.batch_size, len(schedule)))
+            yield schedule[indices], self.audio_windows(features, indices)
+
+
+def _pick_device(device: str) -> torch.device:
+    if device != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")

@@ -1,0 +1,181 @@
+"""Checkpoints: model weights + the config that rebuilds the model, in one atomic file.
+
+``stem.safetensors`` holds the model's tensors under their ``state_dict`` names, the
+optimizer's tensors (when given) under ``optimizer/...`` names, and in its metadata the
+JSON record ``{"config": ..., "state": ..., "optimizer": ...}``. That file is the single
+source of truth, written to a temp file and renamed into place, so a kill at any moment
+leaves either the old checkpoint or the new one, never a mix. ``stem.json`` is a
+human-readable copy of the record (without the optimizer part), written the same way.
+
+Inside an avatar directory the training stages keep ``checkpoints/<stage>/latest.*``
+(resume point) and ``checkpoints/<stage>/best.*`` (best validation loss); the loaders at
+the bottom turn those into eval-mode models for inference.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from synctalk2d.avatar import write_json_atomic
+from synctalk2d.errors import UserError
+
+FORMAT_VERSION = 1
+_OPTIM = "optimizer/"
+STAGES = ("audio-encoder", "syncnet", "unet")
+
+
+@dataclass
+class Checkpoint:
+    """What `load_checkpoint` returns: enough to rebuild, resume or inspect a model."""
+
+    config: dict[str, Any]
+    weights: dict[str, torch.Tensor]
+    state: dict[str, Any] = field(default_factory=dict)
+    optimizer: dict[str, Any] | None = None  # a torch optimizer ``state_dict``
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The bare module inside a DistributedDataParallel wrapper (checkpoints never say
+    ``module.``, so single- and multi-GPU runs read each other's files)."""
+    return getattr(model, "module", model)
+
+
+def save_checkpoint(
+    stem: str | Path,
+    model: torch.nn.Module,
+    config: dict[str, Any],
+    optimizer: torch.optim.Optimizer | None = None,
+    state: dict[str, Any] | None = None,
+) -> None:
+    """Write ``stem.safetensors`` and ``stem.json`` atomically.
+
+    ``config`` is what rebuilds the model (architecture, feature type, width, the stage's
+    training config); ``state`` is where training stood (step, metrics, elapsed time...).
+    """
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in unwrap(model).state_dict().items()}
+    record: dict[str, Any] = {"format_version": FORMAT_VERSION, "config": config, "state": state or {}}
+    if optimizer is not None:
+        optim = optimizer.state_dict()
+        for param_id, param_state in optim["state"].items():
+            for name, value in param_state.items():
+                tensors[f"{_OPTIM}{param_id}/{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
+        record["optimizer"] = {"param_groups": optim["param_groups"]}
+    fd, tmp = tempfile.mkstemp(dir=stem.parent, prefix=f".{stem.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={"synctalk2d": json.dumps(record)})
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, stem.with_suffix(".safetensors"))
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    write_json_atomic(stem.with_suffix(".json"), {k: v for k, v in record.items() if k != "optimizer"})
+
+
+def load_checkpoint(stem: str | Path) -> Checkpoint:
+    """Read a checkpoint written by `save_checkpoint` (the optimizer only if it was saved)."""
+    path = Path(stem).with_suffix(".safetensors")
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist")
+    try:
+        with safe_open(path, framework="pt") as f:
+            record = json.loads((f.metadata() or {})["synctalk2d"])
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
+    except (SafetensorError, KeyError, json.JSONDecodeError, OSError) as e:
+        raise UserError(f"{path} is not a synctalk2d checkpoint or is damaged ({e}); train again") from e
+    if record.get("format_version") != FORMAT_VERSION:
+        raise UserError(f"{path} has checkpoint format {record.get('format_version')}, expected {FORMAT_VERSION}; train again")
+    weights = {k: v for k, v in tensors.items() if not k.startswith(_OPTIM)}
+    optimizer = None
+    if "optimizer" in record:
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in tensors.items():
+            if key.startswith(_OPTIM):
+                param_id, name = key[len(_OPTIM) :].split("/", 1)
+                state.setdefault(int(param_id), {})[name] = value
+        optimizer = {"state": state, "param_groups": record["optimizer"]["param_groups"]}
+    return Checkpoint(config=record["config"], weights=weights, state=record.get("state", {}), optimizer=optimizer)
+
+
+# -- avatar layout and loaders ---------------------------------------------------------
+
+
+def stage_dir(avatar_root: str | Path, stage: str) -> Path:
+    return Path(avatar_root) / "checkpoints" / stage
+
+
+def trained_stem(avatar_root: str | Path, stage: str) -> Path:
+    """``best`` if the stage kept one, else ``latest``; `UserError` when the stage never ran."""
+    directory = stage_dir(avatar_root, stage)
+    for name in ("best", "latest"):
+        if (directory / f"{name}.safetensors").is_file():
+            return directory / name
+    raise UserError(f"{avatar_root} is not trained ({stage} has no checkpoint): run `synctalk2d train --avatar {avatar_root}`")
+
+
+def _restore(model: torch.nn.Module, checkpoint: Checkpoint, stem: Path) -> torch.nn.Module:
+    try:
+        model.load_state_dict(checkpoint.weights, strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise UserError(f"{stem}.safetensors does not match the model its config describes ({first}); train this avatar again") from e
+    return model.eval()
+
+
+def _model_config(checkpoint: Checkpoint, stem: Path, kind: str, config_class: type | None = None) -> Any:
+    """The checkpoint's model config as ``config_class``, after checking it is a ``kind``."""
+    if checkpoint.config.get("kind") != kind:
+        raise UserError(f"{stem}.safetensors holds a {checkpoint.config.get('kind')!r} model, expected {kind!r}; train this avatar again")
+    if config_class is None:
+        return None
+    try:
+        return config_class.from_dict(checkpoint.config.get("model", {}))
+    except (TypeError, ValueError) as e:
+        raise UserError(f"{stem}.safetensors has a model config this synctalk2d cannot build ({e}); train this avatar again") from e
+
+
+def load_unet(avatar_root: str | Path) -> torch.nn.Module:
+    """The avatar's trained U-Net, in eval mode on the CPU."""
+    from synctalk2d.models.unet import UNet, UNetConfig
+
+    stem = trained_stem(avatar_root, "unet")
+    checkpoint = load_checkpoint(stem)
+    return _restore(UNet(_model_config(checkpoint, stem, "unet", UNetConfig)), checkpoint, stem)
+
+
+def load_syncnet(avatar_root: str | Path) -> torch.nn.Module:
+    """The avatar's trained lip-sync expert (`SyncNet` on feature windows), in eval mode."""
+    from synctalk2d.models.syncnet import SyncNet, SyncNetConfig
+
+    stem = trained_stem(avatar_root, "syncnet")
+    checkpoint = load_checkpoint(stem)
+    return _restore(SyncNet(_model_config(checkpoint, stem, "syncnet", SyncNetConfig)), checkpoint, stem)
+
+
+def load_audio_encoder(avatar_root: str | Path) -> torch.nn.Module:
+    """The avatar's AVE audio encoder (mel window -> 512), in eval mode.
+
+    Stage ``audio-encoder`` stores either the whole Wav2Lip SyncNet it trained (kind
+    ``wav2lip_syncnet``; the encoder is its ``audio_encoder``) or, when given pretrained
+    weights, the bare encoder (kind ``audio_encoder``).
+    """
+    from synctalk2d.models.audio_encoder import AudioEncoder
+    from synctalk2d.models.syncnet import Wav2LipSyncNet
+
+    stem = trained_stem(avatar_root, "audio-encoder")
+    checkpoint = load_checkpoint(stem)
+    if checkpoint.config.get("kind") == "wav2lip_syncnet":
+        return _restore(Wav2LipSyncNet(), checkpoint, stem).audio_encoder
+    _model_config(checkpoint, stem, "audio_encoder")
+    return _restore(AudioEncoder(), checkpoint, stem)

@@ -1,0 +1,383 @@
+"""The one training loop every stage runs: device and DDP setup, budgets, mixed precision,
+checkpoints, resume, validation, TensorBoard and the progress bar.
+
+A stage (see `Stage`) only says what its model, data and loss are. `fit` does the rest:
+
+- resumes from ``checkpoints/<stage>/latest`` (model, optimizer, scaler, step);
+- stops at the step budget or the time budget, whichever comes first, always leaving a
+  ``latest`` checkpoint; the step budget is fixed up front, so a killed and resumed run
+  ends at the same step as an uninterrupted one (and, thanks to the keyed sampler, sees
+  the same batches);
+- validates every ``eval_every`` steps and at the end, keeping ``best`` by validation loss;
+- under ``torchrun`` trains with DistributedDataParallel; only rank 0 validates, logs
+  and writes, and rank 0 alone decides when to stop (broadcast), so ranks never disagree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import Dataset
+from torch.utils.tensorboard import SummaryWriter
+
+from synctalk2d.avatar import Avatar
+from synctalk2d.errors import UserError
+from synctalk2d.models.checkpoint import load_checkpoint, save_checkpoint, stage_dir, unwrap
+from synctalk2d.progress import console, progress_bar
+from synctalk2d.training.config import StageConfig
+from synctalk2d.models.syncnet import sync_loss
+from synctalk2d.training.data import KeyedBatchSampler, make_loader, to_device, validation_batches
+
+CHECKPOINT_SECONDS = 300.0  # also save ``latest`` this often, whatever the step count
+
+
+@dataclass
+class Runtime:
+    """Where training runs: device, mixed precision, and this process's place in DDP."""
+
+    device: torch.device
+    amp_dtype: torch.dtype | None = None  # autocast dtype on CUDA, None elsewhere
+    rank: int = 0
+    world_size: int = 1
+    num_workers: int = 0
+    seed: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+
+def setup_runtime(device: str | None = None, num_workers: int | None = None, seed: int = 0) -> Runtime:
+    """Pick the device (CUDA, then MPS, then CPU unless ``device`` says otherwise), join the
+    process group when launched by ``torchrun`` (``WORLD_SIZE`` set), and choose mixed
+    precision: bf16 where the GPU supports it, else fp16 with loss scaling; none off CUDA."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but no CUDA GPU is available")
+    if world_size > 1:
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        if device == "cuda":
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    torch_device = torch.device(device)
+    if torch_device.type == "cuda":
+        torch.cuda.set_device(torch_device)
+    amp = None
+    if torch_device.type == "cuda":
+        amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if num_workers is None:
+        # Workers only pay off when they have cores to run on beside the training threads.
+        num_workers = min(4, max(0, (os.cpu_count() or 1) // max(1, world_size) - 2))
+    return Runtime(torch_device, amp, rank, world_size, num_workers, seed)
+
+
+class Stage:
+    """One training stage: subclasses set the attributes and implement `loss`. A batch is
+    a list of tensors that starts with the model's two inputs (image or faces, audio)."""
+
+    name: str  # "syncnet" ... (directory names under checkpoints/ and runs/)
+    kind: str  # model kind recorded in the checkpoint, read by the loaders
+    config: StageConfig
+    model: torch.nn.Module
+    model_config: dict[str, Any]
+    train_set: Dataset
+    val_set: Dataset
+    extra_config: dict[str, Any] = {}  # more for the checkpoint config (feature type, width)
+
+    def loss(self, model: torch.nn.Module, batch: list[torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss to minimise and named batch means to log (``loss`` included)."""
+        raise NotImplementedError
+
+    def images(self, batch: list[torch.Tensor]) -> torch.Tensor | None:
+        """An optional (3, H, W) image in [0, 1] for TensorBoard, of the batch just trained on."""
+        return None
+
+    def checkpoint_config(self) -> dict[str, Any]:
+        return {"kind": self.kind, "model": self.model_config, "stage": asdict(self.config), **self.extra_config}
+
+
+@dataclass
+class StageResult:
+    name: str
+    step: int
+    total_steps: int | None
+    seconds: float
+    stopped_by: str  # "steps" or "time"
+    train: dict[str, float] = field(default_factory=dict)
+    val: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        parts = [f"{self.name}: {self.step} steps ({self.stopped_by} budget) in {self.seconds:.0f} s"]
+        if "loss" in self.train:
+            parts.append(f"train loss {self.train['loss']:.4f}")
+        parts += [f"val {k} {v:.4f}" if k != "accuracy" else f"val sync accuracy {v:.1%}" for k, v in self.val.items() if k in ("loss", "accuracy")]
+        return ", ".join(parts)
+
+
+def sync_metrics(audio: torch.Tensor, face: torch.Tensor, frames: torch.Tensor, min_offset: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The sync stages' loss and accuracy, with every off-sync pair of the batch as a negative.
+
+    Row ``i`` holds the face and the audio of frame ``frames[i]``: the diagonal pairs are
+    in sync, and face ``i`` with audio ``j`` is off sync when the two frames are at least
+    ``min_offset`` apart (nearer pairs are ambiguous and left out). One forward pass of B
+    faces thus gives B positives and up to B(B - 1) negatives, where pairing each face with
+    one drawn negative would pay a face forward per negative. Loss: the mean of the BCE
+    (on the cosine, `sync_loss`) over the positives and over the negatives; accuracy: the
+    balanced share of pairs on the right side of 0.5.
+    """
+    far = (frames[:, None] - frames[None, :]).abs() >= min_offset
+    faces, audios = far.nonzero(as_tuple=True)
+    positive_loss, positive = sync_loss(audio, face, torch.ones_like(frames))
+    if len(faces) == 0:  # a batch of neighbouring frames: nothing to contrast
+        return positive_loss, {"loss": positive_loss.detach(), "accuracy": (positive > 0.5).float().mean()}
+    negative_loss, negative = sync_loss(audio[audios], face[faces], torch.zeros_like(faces))
+    loss = (positive_loss + negative_loss) / 2
+    accuracy = ((positive > 0.5).float().mean() + (negative <= 0.5).float().mean()) / 2
+    return loss, {"loss": loss.detach(), "accuracy": accuracy}
+
+
+def completed_result(avatar_root: Path, stage: str) -> StageResult | None:
+    """The result of ``stage`` if its ``latest`` checkpoint says it finished, else None."""
+    path = stage_dir(avatar_root, stage) / "latest.json"
+    state = json.loads(path.read_text()).get("state", {}) if path.is_file() else {}
+    return StageResult(**state["result"]) if state.get("completed") else None
+
+
+def fit(stage: Stage, avatar: Avatar, runtime: Runtime, seconds: float | None = None, show_progress: bool = True) -> StageResult:
+    """Train ``stage`` on ``avatar`` (resuming from its ``latest`` checkpoint) until its
+    step budget or ``seconds`` run out."""
+    return Trainer(stage, avatar, runtime).fit(seconds, show_progress)
+
+
+class Trainer:
+    """The state of one stage's training: model, optimizer, step, best validation loss."""
+
+    def __init__(self, stage: Stage, avatar: Avatar, runtime: Runtime):
+        self.stage, self.runtime, self.config = stage, runtime, stage.config
+        self.directory = stage_dir(avatar.root, stage.name)
+        self.logdir = avatar.root / "runs" / stage.name
+        info = avatar.info
+        self.model = stage.model.to(runtime.device).train()
+        self.optimizer = torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad], lr=self.config.lr)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=runtime.amp_dtype == torch.float16)
+        self.started = time.monotonic()
+        self.elapsed_before = 0.0  # training seconds of earlier (killed) runs of this stage
+        self.resumed_at = 0  # the step this run started from
+        self.eval_seconds: float | None = None  # how long the last validation took
+        # Everything in ``state`` goes into the checkpoints; ``avatar`` lets inference refuse
+        # a checkpoint copied from another avatar.
+        self.state: dict[str, Any] = {
+            "step": 0, "best_val": None, "elapsed": 0.0, "completed": False,
+            "avatar": {"source": info.source, "created": info.created, "num_frames": info.num_frames},
+        }  # fmt: skip
+        self.recent: dict[str, deque[float]] = {}
+
+    @property
+    def step(self) -> int:
+        return self.state["step"]
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.monotonic() - self.started
+
+    def fit(self, seconds: float | None, show_progress: bool) -> StageResult:
+        if (self.directory / "latest.safetensors").is_file():
+            self._resume(self.directory / "latest")
+        sampler = KeyedBatchSampler(len(self.stage.train_set), self.config.batch_size, self.runtime.seed, self.step, None, self.runtime.rank, self.runtime.world_size)
+        total = self.config.max_steps or (self.config.epochs * sampler.steps_per_epoch if self.config.epochs else None)
+        if total is None and seconds is None:
+            raise UserError(f"stage {self.stage.name} has no budget: give --epochs, --max-steps or --minutes")
+        sampler.stop = total
+        deadline = None if seconds is None else self.started + seconds
+        train_model = self.model
+        if self.runtime.distributed:
+            device_ids = [self.runtime.device.index] if self.runtime.device.type == "cuda" else None
+            train_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
+        self.writer = SummaryWriter(str(self.logdir), purge_step=self.step) if self.runtime.is_main else None
+
+        stopped_by = "steps"
+        val: dict[str, float] = {}
+        last_save = time.monotonic()
+        loader = make_loader(self.stage.train_set, sampler, self.runtime.num_workers, pin_memory=self.runtime.device.type == "cuda")
+        with progress_bar(show_progress and self.runtime.is_main, extra="loss {task.fields[loss]}") as bar:
+            task = bar.add_task(self.stage.name, total=total, completed=self.step, loss="-")
+            self.clock = {"since": time.perf_counter(), "waited": 0.0, "samples": 0}
+            waiting = time.perf_counter()
+            for batch in loader if total is None or self.step < total else ():
+                self.clock["waited"] += time.perf_counter() - waiting
+                if self.step > self.resumed_at and self._time_is_up(deadline):  # at least one step
+                    stopped_by = "time"
+                    break
+                batch = to_device(batch, self.runtime.device)
+                loss = self.train_step(train_model, batch)
+                self.clock["samples"] += len(batch[0])
+                bar.update(task, advance=1, loss=f"{loss:.4f}")
+                if self.runtime.is_main:
+                    self._log(batch)
+                    if self.step % self.config.eval_every == 0:
+                        val = self._evaluate()
+                    if self.step % self.config.checkpoint_every == 0 or time.monotonic() - last_save > CHECKPOINT_SECONDS:
+                        self._save("latest")
+                        last_save = time.monotonic()
+                waiting = time.perf_counter()
+            else:
+                stopped_by = "steps" if total is not None else "time"
+
+        train = {k: sum(v) / len(v) for k, v in self.recent.items()}
+        if self.runtime.is_main and (not val or self.step % self.config.eval_every):
+            val = self._evaluate()
+        result = StageResult(self.stage.name, self.step, total, self.elapsed(), stopped_by, train, val)
+        if self.runtime.is_main:
+            self.state.update(completed=True, result=asdict(result))
+            self._save("latest")
+            self.writer.close()
+        if self.runtime.distributed:
+            dist.barrier()
+        return result
+
+    def train_step(self, model: torch.nn.Module, batch: list[torch.Tensor]) -> float:
+        with self.runtime.autocast():
+            loss, metrics = self.stage.loss(model, batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.state["step"] += 1
+        for k, v in metrics.items():
+            self.recent.setdefault(k, deque(maxlen=self.config.log_every)).append(float(v))
+        return float(loss.detach())
+
+    def _log(self, batch: list[torch.Tensor]) -> None:
+        """Scalars every ``log_every`` steps (means since the last log), images if due.
+
+        ``perf/data_wait_share`` is the share of wall time spent waiting for the
+        DataLoader: near 0 means the loader keeps up and the model is the bottleneck."""
+        if self.step % self.config.log_every == 0 or self.step == 1:
+            for k, values in self.recent.items():
+                self.writer.add_scalar(f"train/{k}", sum(values) / len(values), self.step)
+            self.writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], self.step)
+            seconds = time.perf_counter() - self.clock["since"]
+            self.writer.add_scalar("perf/samples_per_second", self.clock["samples"] * self.runtime.world_size / seconds, self.step)
+            self.writer.add_scalar("perf/data_wait_share", self.clock["waited"] / seconds, self.step)
+            self.clock = {"since": time.perf_counter(), "waited": 0.0, "samples": 0}
+        every = getattr(self.config, "image_every", 0)
+        if every and self.step % every == 0:
+            grid = self.stage.images(batch)
+            if grid is not None:
+                self.writer.add_image("predicted_vs_real", grid, self.step)
+
+    @torch.no_grad()
+    def _calibrate_batchnorm(self) -> None:
+        """Re-estimate the BatchNorm running statistics for the current weights ("precise
+        BN") from up to ``bn_samples`` training samples.
+
+        Training normalises with batch statistics; eval mode (validation, the frozen
+        SyncNet, feature extraction, inference) uses running averages, which trail the
+        weights by ~10 steps of momentum. At these learning rates the weights move too far
+        in 10 steps, and a lip-sync expert in eval mode can collapse to the same score for
+        every pair. A forward pass over fixed batches with a cumulative average fixes that.
+        """
+        norms = [m for m in self.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        if not norms or not self.config.bn_samples:
+            return
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the calibration batches
+        size = self.config.batch_size
+        full = [b for b in validation_batches(len(self.stage.train_set), size, self.runtime.seed) if len(b) == size]  # BN needs > 1 sample
+        batches = full[: -(-self.config.bn_samples // size)]
+        self.model.train()
+        for batch in make_loader(self.stage.train_set, batches, 0):
+            with self.runtime.autocast():
+                self.model(*to_device(batch, self.runtime.device)[:2])
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+
+    @torch.no_grad()
+    def _evaluate(self) -> dict[str, float]:
+        """Means of the stage's metrics over the validation split, in eval mode after
+        calibrating BatchNorm; saves ``best`` when the loss improves."""
+        started = time.monotonic()
+        self._calibrate_batchnorm()
+        self.model.eval()
+        totals: dict[str, float] = {}
+        count = 0
+        batches = validation_batches(len(self.stage.val_set), self.config.batch_size, self.runtime.seed)
+        for batch in make_loader(self.stage.val_set, batches, 0):
+            batch = to_device(batch, self.runtime.device)
+            with self.runtime.autocast():
+                _, metrics = self.stage.loss(self.model, batch)
+            for k, v in metrics.items():
+                totals[k] = totals.get(k, 0.0) + float(v) * len(batch[0])
+            count += len(batch[0])
+        self.model.train()
+        val = {k: v / max(count, 1) for k, v in totals.items()}
+        for k, v in val.items():
+            self.writer.add_scalar(f"val/{k}", v, self.step)
+        if self.state["best_val"] is None or val["loss"] < self.state["best_val"]:
+            self.state.update(best_val=val["loss"], val=val)
+            self._save("best")
+        self.eval_seconds = time.monotonic() - started
+        return val
+
+    def _save(self, name: str) -> None:
+        """``latest`` carries the optimizer and loss scale for resuming; ``best`` only the model."""
+        self.state["elapsed"] = self.elapsed()
+        resumable = name == "latest"
+        state = {**self.state, "scaler": self.scaler.state_dict() if resumable and self.scaler.is_enabled() else None}
+        save_checkpoint(self.directory / name, self.model, self.stage.checkpoint_config(), self.optimizer if resumable else None, state)
+
+    def _resume(self, stem: Path) -> None:
+        checkpoint = load_checkpoint(stem)
+        config = self.stage.checkpoint_config()
+        if (checkpoint.config.get("kind"), checkpoint.config.get("model")) != (config["kind"], config["model"]):
+            raise UserError(f"{stem}.safetensors was trained with another model configuration ({checkpoint.config.get('model')}); delete {stem.parent} to train this stage again")
+        self.model.load_state_dict(checkpoint.weights)
+        if checkpoint.optimizer is not None:
+            self.optimizer.load_state_dict(checkpoint.optimizer)
+        if checkpoint.state.get("scaler") and self.scaler.is_enabled():
+            self.scaler.load_state_dict(checkpoint.state["scaler"])
+        self.state.update({k: v for k, v in checkpoint.state.items() if k != "scaler"})
+        self.elapsed_before = float(self.state["elapsed"])
+        self.resumed_at = self.step
+        if self.runtime.is_main:
+            console.print(f"{self.stage.name}: resuming from step {self.step}", soft_wrap=True)
+
+    def _time_is_up(self, deadline: float | None) -> bool:
+        """Whether the time budget is spent, keeping room for the final validation (as long
+        as the last one took; before any, half a step per validation batch). Under DDP rank
+        0's clock decides for all ranks."""
+        if self.eval_seconds is None:
+            steps = self.step - self.resumed_at
+            batches = -(-len(self.stage.val_set) // self.config.batch_size)
+            reserve = batches * (time.monotonic() - self.started) / max(steps, 1) / 2
+        else:
+            reserve = self.eval_seconds
+        stop = deadline is not None and time.monotonic() + reserve >= deadline
+        if self.runtime.distributed:
+            flag = torch.tensor([float(stop)], device=self.runtime.device)
+            dist.broadcast(flag, 0)
+            stop = bool(flag.item())
+        return stop
+

@@ -1,0 +1,109 @@
+"""Stage ``unet``: the generator.
+
+Input: a random other frame of the avatar (the reference: who this is, lit how) next to
+the current crop with its lower face masked, both 320x320 in [0, 1] (6 channels), plus
+the current frame's audio window; target: the current crop. Loss = L1 + 0.01 * VGG19
+perceptual (up to conv3_3; skipped, with one log line, when no VGG19 weights are found)
++ 10 * sync, where sync is the frozen `SyncNet` of the previous stage judging the
+predicted lower face against the audio window (BCE of the cosine against "in sync").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from synctalk2d.audio.windows import feature_windows, to_model_window
+from synctalk2d.avatar import Avatar
+from synctalk2d.face.crop import mask_lower_face
+from synctalk2d.models.checkpoint import load_syncnet
+from synctalk2d.models.perceptual import PerceptualLoss, load_vgg19
+from synctalk2d.models.syncnet import sync_loss
+from synctalk2d.models.unet import UNet, UNetConfig
+from synctalk2d.progress import console
+from synctalk2d.training.config import Splits, TrainConfig
+from synctalk2d.training.data import CropCache, augment, to_chw
+from synctalk2d.training.loop import Runtime, Stage, StageResult, fit
+from synctalk2d.training.syncnet import load_features
+
+
+class ReferenceMaskedFrames(Dataset):
+    """Item ``k``: (reference + masked crop of ``frames[k]`` (6, 320, 320), its audio window,
+    its crop (3, 320, 320)). Reference and current crop get the same augmentation."""
+
+    def __init__(self, crops: CropCache, features: np.ndarray, feature_type: str, frames: range, jitter: float = 0.0, flip: float = 0.0):
+        self.crops, self.features, self.feature_type, self.frames = crops, features, feature_type, frames
+        self.jitter, self.flip = jitter, flip
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, item: tuple[int, tuple]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        index, key = item
+        rng = np.random.default_rng(key)
+        frame = self.frames[index]
+        reference = self.frames[(index + rng.integers(1, len(self.frames))) % len(self.frames)]  # any frame but this one
+        reference_crop, target = augment(self.crops.model_crops([reference, frame]), rng, self.jitter, self.flip)
+        inputs = np.concatenate([reference_crop, mask_lower_face(target)], axis=-1)
+        window = to_model_window(feature_windows(self.features, np.array([frame])), self.feature_type)[0]
+        return to_chw(inputs), torch.as_tensor(window, dtype=torch.float32), to_chw(target)
+
+
+class UNetStage(Stage):
+    name = "unet"
+    kind = "unet"
+
+    def __init__(self, avatar: Avatar, config: TrainConfig, splits: Splits, runtime: Runtime):
+        self.config = stage = config.unet
+        torch.manual_seed(config.seed)
+        model_config = UNetConfig(feature_type=config.feature_type, width=config.width)
+        self.model = UNet(model_config)
+        self.model_config = model_config.to_dict()
+        self.extra_config = {"feature_type": config.feature_type, "width": config.width}
+        self.syncnet = _frozen(load_syncnet(avatar.root)).to(runtime.device)
+        vgg = load_vgg19(config.vgg_weights)
+        if vgg is None:
+            if runtime.is_main:
+                console.print("unet: no VGG19 weights found (torch hub cache or --vgg-weights); training without the perceptual loss", soft_wrap=True)
+            self.perceptual = None
+        else:
+            self.perceptual = _frozen(PerceptualLoss(vgg)).to(runtime.device)
+        crops, features = CropCache(avatar.crops_path), load_features(avatar, config.feature_type)
+        self.train_set = ReferenceMaskedFrames(crops, features, config.feature_type, splits.train, stage.jitter, stage.flip)
+        self.val_set = ReferenceMaskedFrames(crops, features, config.feature_type, splits.val)
+
+    def loss(self, model, batch):
+        inputs, windows, target = batch
+        predicted = model(inputs, windows)
+        self.last_predicted = predicted[:4].detach()  # for `images`: no extra forward pass
+        l1 = F.l1_loss(predicted, target)
+        audio, face = self.syncnet(predicted, windows)
+        sync, _ = sync_loss(audio, face, torch.ones(len(predicted), device=predicted.device))
+        loss = l1 + self.config.sync_weight * sync
+        metrics = {"l1": l1.detach(), "sync": sync.detach()}
+        if self.perceptual is not None:
+            perceptual = self.perceptual(predicted, target)
+            loss = loss + self.config.perceptual_weight * perceptual
+            metrics["perceptual"] = perceptual.detach()
+        return loss, {"loss": loss.detach(), **metrics}
+
+    def images(self, batch):
+        """Rows of reference | masked input | predicted | real, for up to 4 samples of the
+        last training batch, at half size."""
+        inputs, _, target = (t[: len(self.last_predicted)] for t in batch)
+        row = torch.cat([inputs[:, :3], inputs[:, 3:], self.last_predicted.float(), target], dim=3)
+        grid = torch.cat(list(F.interpolate(row, scale_factor=0.5, mode="area")), dim=1)
+        return grid.clamp(0, 1).cpu()
+
+
+def _frozen(module: torch.nn.Module) -> torch.nn.Module:
+    """Eval mode, no parameter gradients: gradients still flow through it to the U-Net."""
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module.eval()
+
+
+def run(avatar: Avatar, config: TrainConfig, splits: Splits, runtime: Runtime, seconds: float | None, show_progress: bool = True) -> StageResult:
+    return fit(UNetStage(avatar, config, splits, runtime), avatar, runtime, seconds, show_progress)

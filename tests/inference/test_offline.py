@@ -1,0 +1,165 @@
+"""`synctalk2d infer` for real: a briefly trained fixture avatar renders real speech."""
+
+import math
+import shutil
+import subprocess
+import sys
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from conftest import write_speech
+from synctalk2d.evaluation.metrics import mean_frame_change
+from synctalk2d.face.blend import seam_energy
+from synctalk2d.media.audio import load_audio
+
+FAST = ["--backend", "torch", "--precision", "fp32"]
+
+
+def run_cli(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "synctalk2d", *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+def read_video(path):
+    with av.open(str(path)) as c:
+        video, audio = c.streams.video[0], c.streams.audio[0]
+        meta = (video.codec_context.name, video.codec_context.pix_fmt, video.average_rate, video.width, video.height, audio.codec_context.name)
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    return meta, frames
+
+
+@pytest.fixture(scope="module")
+def rendered(trained_avatar, tmp_path_factory):
+    """Stereo 44.1 kHz speech with a trailing second of silence, rendered once."""
+    d = tmp_path_factory.mktemp("render")
+    audio = write_speech(d / "speech.wav", 2.3, silence_after=1.0, channels=2, rate=44100)
+    result = run_cli("infer", "--avatar", trained_avatar.root, "--audio", audio, "-o", d / "out.mp4", *FAST)
+    assert result.returncode == 0, result.stderr
+    return audio, d / "out.mp4"
+
+
+def test_output_stream_is_what_users_publish(trained_avatar, rendered):
+    audio, output = rendered
+    (vcodec, pix_fmt, rate, width, height, acodec), frames = read_video(output)
+    info = trained_avatar.info
+    assert (vcodec, pix_fmt, rate, acodec) == ("h264", "yuv420p", 25, "aac")
+    assert (width, height) == (info.width, info.height)
+    source, _ = load_audio(audio)
+    assert len(frames) == math.ceil(len(source) / 16000 * 25) == 83
+    out_audio, _ = load_audio(output)
+    assert abs(len(out_audio) - len(source)) / 16000 < 0.05
+
+
+def test_loop_back_returns_to_the_start_frame(trained_avatar, rendered):
+    _, frames = read_video(rendered[1])
+    first_source = trained_avatar.frame(0)
+    top = slice(0, trained_avatar.boxes()[0][1] - 10)  # above the face box: untouched by the paste
+    assert np.abs(frames[-1][top].astype(int) - first_source[top].astype(int)).mean() < 3
+    assert np.abs(frames[0][top].astype(int) - first_source[top].astype(int)).mean() < 3
+
+
+def test_no_visible_seam(trained_avatar, rendered):
+    _, frames = read_video(rendered[1])
+    boxes = trained_avatar.boxes()
+    for k in (0, 20, 40):  # loop-back schedule: output k shows source k for the first half
+        source, box = trained_avatar.frame(k), boxes[k]
+        assert abs(seam_energy(frames[k], box) - seam_energy(source, box)) < 0.15 * seam_energy(source, box)
+
+
+def test_trailing_silence_keeps_the_mouth_still(trained_avatar, rendered):
+    _, frames = read_video(rendered[1])
+    boxes, lm = trained_avatar.boxes(), trained_avatar.landmarks()
+    last = range(len(frames) - 15, len(frames))  # the last 0.6 s
+    source_frames = [40 - (k - 42) if k > 41 else k for k in last]  # loop-back schedule over 83 frames
+    x1, y1, x2, y2 = (int(v) for v in np.r_[lm[:, 48:68].min(axis=(0, 1)), lm[:, 48:68].max(axis=(0, 1))])
+    generated = np.stack([cv2.cvtColor(frames[k][y1:y2, x1:x2], cv2.COLOR_RGB2GRAY) for k in last])
+    original = np.stack([cv2.cvtColor(trained_avatar.frame(i)[y1:y2, x1:x2], cv2.COLOR_RGB2GRAY) for i in source_frames])
+    assert mean_frame_change(generated) < 0.5 * mean_frame_change(original)
+
+
+@pytest.mark.parametrize("suffix", [".mp3", ".m4a", ".flac"])
+def test_compressed_audio_inputs(trained_avatar, tmp_path, suffix):
+    audio = write_speech(tmp_path / f"speech{suffix}", 1.0, rate=44100 if suffix == ".mp3" else 22050)
+    result = run_cli("infer", "--avatar", trained_avatar.root, "--audio", audio, "-o", tmp_path / "out.mp4", *FAST)
+    assert result.returncode == 0, result.stderr
+    _, frames = read_video(tmp_path / "out.mp4")
+    assert len(frames) == math.ceil(load_audio(audio)[0].size / 16000 * 25)
+
+
+def test_silent_audio_is_valid(trained_avatar, tmp_path):
+    audio = write_speech(tmp_path / "silence.wav", 0.0, silence_after=1.0)
+    result = run_cli("infer", "--avatar", trained_avatar.root, "--audio", audio, "-o", tmp_path / "out.mp4", *FAST)
+    assert result.returncode == 0, result.stderr
+    assert len(read_video(tmp_path / "out.mp4")[1]) == 25
+
+
+def test_batch_mode_continues_past_a_bad_file(trained_avatar, tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    write_speech(inputs / "a.wav", 0.8)
+    write_speech(inputs / "b.mp3", 0.6, rate=44100)
+    (inputs / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot really")
+    result = run_cli("infer", "--avatar", trained_avatar.root, "--audio", inputs, "-o", tmp_path / "out", *FAST)
+    assert result.returncode == 1
+    assert "broken.wav" in result.stderr and "1 of 3 files failed" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.mp4", "b.mp4"]
+
+
+def test_onnx_export_and_backend(trained_avatar, tmp_path):
+    onnx_path = tmp_path / "unet.onnx"
+    result = run_cli("export", "--avatar", trained_avatar.root, "-o", onnx_path)
+    assert result.returncode == 0, result.stderr
+    assert onnx_path.stat().st_size > 1_000_000
+    audio = write_speech(tmp_path / "speech.wav", 0.6)
+    outputs = {}
+    for backend in ("onnx", "torch"):
+        out = tmp_path / f"{backend}.mp4"
+        result = run_cli("infer", "--avatar", trained_avatar.root, "--audio", audio, "-o", out, "--backend", backend, "--precision", "fp32")
+        assert result.returncode == 0, result.stderr
+        outputs[backend] = np.stack(read_video(out)[1]).astype(int)
+    assert np.abs(outputs["onnx"] - outputs["torch"]).mean() < 0.5
+
+
+@pytest.fixture(scope="module")
+def other_avatar(trained_avatar, tmp_path_factory):
+    """A second avatar (re-preprocessed, so a new identity) given the first one's checkpoints."""
+    from conftest import fixture_path
+    from synctalk2d.preprocess import preprocess
+
+    root = tmp_path_factory.mktemp("other") / "talk_c"
+    preprocess(fixture_path("talk_c.mp4"), root, show_progress=False)
+    return root
+
+
+@pytest.mark.parametrize(
+    "case,message",
+    [
+        ("missing audio", "no such file"),
+        ("corrupt audio", "not a readable audio file"),
+        ("empty audio", "audio"),
+        ("untrained avatar", "is not trained"),
+        ("foreign checkpoint", "trained on another avatar"),
+    ],
+)
+def test_bad_input_gives_one_clear_line(trained_avatar, other_avatar, tmp_path, case, message):
+    avatar, audio = trained_avatar.root, write_speech(tmp_path / "ok.wav", 0.5)
+    if case == "missing audio":
+        audio = tmp_path / "nope.wav"
+    elif case == "corrupt audio":
+        audio = tmp_path / "corrupt.mp3"
+        audio.write_bytes(b"\xff\xfb" + bytes(range(256)) * 4)
+    elif case == "empty audio":
+        audio = write_speech(tmp_path / "empty.wav", 0.0)
+    elif case == "untrained avatar":
+        avatar = other_avatar
+    elif case == "foreign checkpoint":
+        avatar = tmp_path / "foreign"
+        shutil.copytree(other_avatar, avatar)
+        shutil.copytree(trained_avatar.root / "checkpoints", avatar / "checkpoints")
+    result = run_cli("infer", "--avatar", avatar, "--audio", audio, "-o", tmp_path / "out.mp4", *FAST)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert not (tmp_path / "out.mp4").exists()

@@ -1,0 +1,235 @@
+"""End-to-end training on the real talk_b avatar: short runs of every stage (mobile width,
+small batches), resume after SIGKILL, two-process DDP, and the checkpoint loaders."""
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from synctalk2d.audio.ave import ave_features
+from synctalk2d.models.checkpoint import load_audio_encoder, load_checkpoint, load_syncnet, load_unet
+from synctalk2d.training.train import build_config, train
+
+STEPS = {"audio-encoder": 20, "syncnet": 20, "unet": 16}
+
+
+def quick_config(root, **options):
+    """Mobile width, small batches, every step logged: fast enough for CI on 2 cores."""
+    config = build_config(root, width="mobile", device="cpu", num_workers=0, **options)
+    for name, stage in (("audio-encoder", config.audio_encoder), ("syncnet", config.syncnet), ("unet", config.unet)):
+        stage.max_steps = stage.max_steps or STEPS[name]
+        stage.batch_size = 4 if name != "unet" else 2
+        stage.log_every = 1
+        stage.eval_every = 100
+        stage.bn_samples = 8
+    config.unet.image_every = 8
+    return config
+
+
+def train_logged(config, **kwargs):
+    """Run training, returning its results and what it printed on stderr."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        results = train(config, show_progress=False, **kwargs)
+    return results, err.getvalue()
+
+
+def scalars(root, stage, tag):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(root / "runs" / stage), size_guidance={"scalars": 0, "images": 0})
+    events.Reload()
+    return events, [e.value for e in events.Scalars(tag)]
+
+
+def run_cli(*args, timeout=300, **popen):
+    return subprocess.run([sys.executable, "-m", "synctalk2d", *map(str, args)], capture_output=True, text=True, timeout=timeout, **popen)
+
+
+def state(root, stage):
+    path = root / "checkpoints" / stage / "latest.json"
+    return json.loads(path.read_text())["state"] if path.is_file() else {}
+
+
+@pytest.fixture(scope="module")
+def trained(talk_b_avatar, tmp_path_factory):
+    """A copy of talk_b trained through all three stages, without VGG19 weights."""
+    root = tmp_path_factory.mktemp("train") / "talk_b"
+    shutil.copytree(talk_b_avatar.root, root)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TORCH_HOME", str(root.parent / "empty_torch_home"))  # no VGG19 in any hub cache
+        started = time.monotonic()
+        results, log = train_logged(quick_config(root))
+    return root, results, log, time.monotonic() - started
+
+
+def test_every_stage_trains_and_its_loss_goes_down(trained):
+    root, results, log, seconds = trained
+    assert [r.name for r in results] == ["audio-encoder", "syncnet", "unet"]
+    for result in results:
+        assert result.step == STEPS[result.name] and result.stopped_by == "steps"
+        _, losses = scalars(root, result.name, "train/loss")
+        assert len(losses) == STEPS[result.name]
+        first, last = np.mean(losses[:6]), np.mean(losses[-6:])
+        assert last < first, f"{result.name}: loss {first:.4f} -> {last:.4f}"
+        assert f"{result.name}: {result.step} steps" in log, "one summary line per stage"
+    events, _ = scalars(root, "unet", "train/l1")
+    assert "predicted_vs_real" in events.Tags()["images"]
+    assert {"train/lr", "val/loss", "train/sync"} <= set(events.Tags()["scalars"])
+    sync_events, _ = scalars(root, "syncnet", "val/accuracy")
+    assert "train/accuracy" in sync_events.Tags()["scalars"]
+
+
+def test_vgg_missing_is_logged_once_and_training_goes_on_without_it(trained):
+    root, results, log, _ = trained
+    assert log.count("no VGG19 weights found") == 1
+    assert "perceptual" not in results[-1].train and "l1" in results[-1].train
+
+
+def test_run_outputs_layout(trained, talk_b_avatar):
+    root, *_ = trained
+    for stage in ("audio-encoder", "syncnet", "unet"):
+        for name in ("latest", "best"):
+            assert (root / "checkpoints" / stage / f"{name}.safetensors").is_file()
+            assert (root / "checkpoints" / stage / f"{name}.json").is_file()
+    record = json.loads((root / "train.json").read_text())
+    assert record["holdout_frames"] == [125, 125] and record["val_frames"] == [105, 125]
+    assert record["width"] == "mobile" and set(record["stages"]) == {"audio-encoder", "syncnet", "unet"}
+    features = np.load(root / "features" / "ave.npy")
+    assert features.shape == (125, 512) and features.dtype == np.float32
+    expected = ave_features(talk_b_avatar.mel(), 125, load_audio_encoder(root))
+    np.testing.assert_allclose(features, expected, rtol=1e-4, atol=1e-5)
+    latest = load_checkpoint(root / "checkpoints" / "unet" / "latest")
+    assert latest.optimizer is not None and latest.state["completed"]
+    assert latest.state["avatar"]["num_frames"] == 125
+    assert latest.config["stage"]["batch_size"] == 4 and latest.config["model"]["width"] == "mobile"
+
+
+def test_loaders_return_eval_models_that_run(trained):
+    root, *_ = trained
+    unet, syncnet, encoder = load_unet(root), load_syncnet(root), load_audio_encoder(root)
+    assert not (unet.training or syncnet.training or encoder.training)
+    features = np.load(root / "features" / "ave.npy")
+    from synctalk2d.audio.windows import feature_windows, to_model_window
+
+    window = torch.from_numpy(to_model_window(feature_windows(features, np.array([50, 51])), "ave"))
+    with torch.no_grad():
+        assert unet(torch.rand(2, 6, 320, 320), window).shape == (2, 3, 320, 320)
+        audio, face = syncnet(torch.rand(2, 3, 320, 320), window)
+        assert audio.shape == face.shape == (2, 512)
+        assert encoder(torch.zeros(1, 1, 80, 16)).shape == (1, 512)
+
+
+def test_rerun_skips_finished_stages(trained):
+    root, *_ = trained
+    before = (root / "checkpoints" / "unet" / "latest.safetensors").stat().st_mtime_ns
+    results, log = train_logged(quick_config(root))
+    assert log.count("already trained") == 3
+    assert [r.step for r in results] == [STEPS["audio-encoder"], STEPS["syncnet"], STEPS["unet"]]
+    assert (root / "checkpoints" / "unet" / "latest.safetensors").stat().st_mtime_ns == before
+
+
+def test_changed_holdout_is_refused(trained):
+    root, *_ = trained
+    result = run_cli("train", "--avatar", root, "--holdout-seconds", "1")
+    assert result.returncode == 1
+    assert "holdout_seconds=0.0" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_untrained_avatar_is_a_clear_error(talk_b_avatar):
+    result = run_cli("train", "--avatar", talk_b_avatar.root, "--stage", "unet", "--max-steps", "1")
+    assert result.returncode == 1
+    assert "run `synctalk2d train --avatar" in result.stderr and "Traceback" not in result.stderr
+
+
+def _copy_without(trained_root, tmp_path, *stages):
+    root = tmp_path / "avatar"
+    shutil.copytree(trained_root, root, ignore=shutil.ignore_patterns("runs"))
+    for stage in stages:
+        shutil.rmtree(root / "checkpoints" / stage)
+    return root
+
+
+def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(trained, tmp_path):
+    """SIGKILL a real `synctalk2d train` mid-stage, run it again, and compare with a run
+    that was never interrupted: same final step, same weights."""
+    args = ["--stage", "syncnet", "--max-steps", "12", "--batch-size", "2", "--checkpoint-every", "3", "--device", "cpu"]
+    killed = _copy_without(trained[0], tmp_path / "killed", "syncnet", "unet")
+    process = subprocess.Popen([sys.executable, "-m", "synctalk2d", "train", "--avatar", str(killed), *args], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while state(killed, "syncnet").get("step", 0) < 3 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    interrupted_at = state(killed, "syncnet")
+    assert interrupted_at and not interrupted_at["completed"] and 3 <= interrupted_at["step"] < 12, "killed mid-stage"
+
+    resumed = run_cli("train", "--avatar", killed, *args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming from step {interrupted_at['step']}" in resumed.stderr
+
+    straight = _copy_without(trained[0], tmp_path / "straight", "syncnet", "unet")
+    uninterrupted = run_cli("train", "--avatar", straight, *args)
+    assert uninterrupted.returncode == 0, uninterrupted.stderr
+
+    assert state(killed, "syncnet")["step"] == state(straight, "syncnet")["step"] == 12
+    a = load_file(killed / "checkpoints" / "syncnet" / "latest.safetensors")
+    b = load_file(straight / "checkpoints" / "syncnet" / "latest.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=f"{key} differs after resume")
+
+
+def test_two_process_ddp_on_cpu(trained, tmp_path):
+    """`torchrun --nproc_per_node 2` trains the syncnet and unet stages with gloo; only
+    rank 0 writes checkpoints and logs."""
+    root = _copy_without(trained[0], tmp_path, "syncnet", "unet")
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29731", "-m", "synctalk2d", "train",
+               "--avatar", str(root), "--width", "mobile", "--max-steps", "2", "--batch-size", "2", "--device", "cpu"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCH_HOME": str(tmp_path / "no_torch_home")}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for stage in ("syncnet", "unet"):
+        assert state(root, stage)["step"] == 2 and state(root, stage)["completed"]
+        assert len(list((root / "runs" / stage).iterdir())) == 1, "one event file: rank 0 logs alone"
+    assert result.stderr.count("unet: 2 steps") == 1, "one summary line, from rank 0"
+
+
+def test_pretrained_audio_encoder_weights_are_loaded(trained, tmp_path, talk_b_avatar):
+    """--audio-encoder-weights skips training and encodes the avatar with those weights."""
+    from synctalk2d.models.audio_encoder import AudioEncoder
+
+    torch.manual_seed(3)
+    weights = tmp_path / "wav2lip_audio_encoder.pth"
+    encoder = AudioEncoder()
+    torch.save({"state_dict": {f"audio_encoder.{k}": v for k, v in encoder.state_dict().items()}}, weights)
+    root = _copy_without(trained[0], tmp_path, "audio-encoder", "syncnet", "unet")
+    result = run_cli("train", "--avatar", root, "--stage", "audio-encoder", "--audio-encoder-weights", weights, "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert "using pretrained weights" in result.stderr
+    loaded = load_audio_encoder(root)
+    for key, value in encoder.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value)
+    expected = ave_features(talk_b_avatar.mel(), 125, encoder.eval())
+    np.testing.assert_allclose(np.load(root / "features" / "ave.npy"), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_vgg_weights_add_the_perceptual_term(trained, tmp_path):
+    from synctalk2d.models.perceptual import vgg19_features
+
+    weights = tmp_path / "vgg19.pth"
+    torch.save({f"features.{k}": v for k, v in vgg19_features().state_dict().items()}, weights)  # torchvision layout
+    root = _copy_without(trained[0], tmp_path, "unet")
+    config = quick_config(root, stage="unet", max_steps=1, vgg_weights=weights)
+    (result,), log = train_logged(config)
+    assert "no VGG19" not in log and result.train["perceptual"] > 0
