@@ -32,6 +32,7 @@ from synctalk2d.face.crop import mask_lower_face, model_crop
 from synctalk2d.inference.runtime import UNetRunner, fidelity_psnr
 from synctalk2d.models.unet import AUDIO_WINDOW_SHAPES, UNet, UNetConfig
 
+CORES = len(os.sched_getaffinity(0))
 VIDEO = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "talk_b.mp4"
 FACE_BOX = (240, 260, 580, 600)  # x1, y1, x2, y2 around the face in talk_b.mp4 (844x844)
 VARIANTS = {
@@ -71,7 +72,8 @@ def to_float(images: np.ndarray) -> torch.Tensor:
 def timed(call, batch: int, repeat: int) -> tuple[float, float]:
     """(frames/s of the fastest of ``repeat`` calls after a warm-up, process CPU ms per frame
     of that call). CPU time counts every thread: on a shared machine, cores / CPU time per
-    frame estimates the frame rate with the cores to ourselves."""
+    frame estimates the frame rate with the cores to ourselves (``idle_fps_estimate``;
+    exact for one single-threaded frame per core, pessimistic for spinning intra-op threads)."""
     call()
     runs = []
     for _ in range(repeat):
@@ -83,16 +85,19 @@ def timed(call, batch: int, repeat: int) -> tuple[float, float]:
 
 
 def bench_width(unet: UNet, images: np.ndarray, audio: np.ndarray, variants: list[str], batches: list[int], repeat: int) -> list[dict]:
+    """Time on the first half of ``images``; int8 calibrates on the second half, and PSNR
+    is measured on the first (so not on the calibration crops)."""
     rows = []
-    samples = (to_float(images), torch.from_numpy(audio))
+    half = len(images) // 2
+    test, calibration = (to_float(images[:half]), torch.from_numpy(audio[:half])), (to_float(images[half:]), torch.from_numpy(audio[half:]))
     for name in variants:
         options = VARIANTS[name]
         started = time.perf_counter()
         if options is None:
             runner, quality = None, None
         else:
-            runner = UNetRunner.from_model(unet, **options, samples=samples if options["precision"] == "int8" else None)
-            quality = None if runner.precision == "fp32" else round(fidelity_psnr(unet, runner, *samples), 1)
+            runner = UNetRunner.from_model(unet, **options, samples=calibration if options["precision"] == "int8" else None)
+            quality = None if runner.precision == "fp32" else round(fidelity_psnr(unet, runner, *test), 1)
         setup = round(time.perf_counter() - started, 1)
         for batch in batches:
             x, a = images[:batch], audio[:batch]
@@ -101,7 +106,10 @@ def bench_width(unet: UNet, images: np.ndarray, audio: np.ndarray, variants: lis
                     fps, cpu_ms = timed(lambda: unet(to_float(x), torch.from_numpy(a)), batch, repeat)
             else:
                 fps, cpu_ms = timed(lambda: runner(x, a), batch, repeat)
-            row = dict(width=unet.config.width, variant=name, batch=batch, fps=round(fps, 2), cpu_ms_per_frame=round(cpu_ms, 1), psnr_db=quality, setup_s=setup)
+            row = dict(
+                width=unet.config.width, variant=name, batch=batch, fps=round(fps, 2), cpu_ms_per_frame=round(cpu_ms, 1),
+                idle_fps_estimate=round(CORES * 1000 / cpu_ms, 1), psnr_db=quality, setup_s=setup,
+            )
             if runner is not None:
                 row.update(backend=runner.backend, precision=runner.precision, workers=runner.workers)
             rows.append(row)
@@ -117,7 +125,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--avatar", type=Path, help="use this avatar's trained U-Net and crops (its width only)")
     args = parser.parse_args()
-    count = max(8, max(args.batches))
+    count = 2 * max(8, max(args.batches))
     results = []
     if args.avatar:
         from synctalk2d.models.checkpoint import load_unet
@@ -126,12 +134,15 @@ def main() -> None:
     else:
         torch.manual_seed(0)
         unets, images = [UNet(UNetConfig(width=w)).eval() for w in args.widths], face_crops(count=count)
-    for unet in unets:
-        shape = AUDIO_WINDOW_SHAPES[unet.config.feature_type]
-        audio = np.random.default_rng(0).standard_normal((count, *shape)).astype(np.float32)
-        results += bench_width(unet, images, audio, args.variants, args.batches, args.repeat)
+    # the baselines first: runners tune glibc's malloc for the whole process
+    plan = [[v for v in args.variants if VARIANTS[v] is None], [v for v in args.variants if VARIANTS[v] is not None]]
+    for variants in plan:
+        for unet in unets:
+            shape = AUDIO_WINDOW_SHAPES[unet.config.feature_type]
+            audio = np.random.default_rng(0).standard_normal((count, *shape)).astype(np.float32)
+            results += bench_width(unet, images, audio, variants, args.batches, args.repeat)
     print(json.dumps({
-        "machine": platform.processor() or platform.machine(), "cores": len(os.sched_getaffinity(0)),
+        "machine": platform.processor() or platform.machine(), "cores": CORES,
         "torch": torch.__version__, "weights": str(args.avatar) if args.avatar else "random", "results": results,
     }, indent=1))
 

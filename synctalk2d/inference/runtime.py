@@ -274,29 +274,41 @@ class UNetRunner:
         for batch in (1, self.workers):
             self.predict(torch.zeros(batch, 6, IMAGE_SIZE, IMAGE_SIZE), torch.zeros(batch, *AUDIO_WINDOW_SHAPES[feature_type]))
 
-    @torch.inference_mode()
     def predict(self, images: np.ndarray | torch.Tensor, audio: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """(B, 6, 320, 320) float in [0, 1], (B, C, H, W) audio -> (B, 3, 320, 320) float32 on the CPU.
-
-        On CPU one frame per model call: a frame's activations fit in L2, a batch's do not
-        (batch 8 measured slower per frame than batch 1), and compile sees one shape."""
-        images, audio = torch.as_tensor(images), torch.as_tensor(audio)
-        if self.device.type != "cpu":
-            return self._forward(images, audio).cpu()
-
-        def frame(i: int) -> torch.Tensor:
-            with torch.inference_mode():  # thread-local: workers need their own
-                return self._forward(images[i : i + 1], audio[i : i + 1])
-
-        frames = range(len(images))
-        return torch.cat(list(self._pool.map(frame, frames) if self._pool else map(frame, frames)))
+        """(B, 6, 320, 320) float in [0, 1], (B, C, H, W) audio -> (B, 3, 320, 320) float32 on the CPU."""
+        return self._run(torch.as_tensor(images), torch.as_tensor(audio), _identity, _identity)
 
     def __call__(self, images: np.ndarray, audio: np.ndarray) -> np.ndarray:
         """The generator's contract: (B, 320, 320, 6) uint8 reference+masked crops, (B, C, H, W)
         audio windows -> (B, 320, 320, 3) uint8 faces."""
         nchw = torch.from_numpy(np.asarray(images)).permute(0, 3, 1, 2)  # a channels_last view, no copy
-        faces = self.predict(nchw.float().div_(255), audio)
-        return faces.permute(0, 2, 3, 1).mul(255).round_().clamp_(0, 255).to(torch.uint8).numpy()
+        return self._run(nchw, torch.as_tensor(audio), _from_uint8, _to_uint8).numpy()
+
+    def _run(self, images: torch.Tensor, audio: torch.Tensor, prepare: Callable, finish: Callable) -> torch.Tensor:
+        """On CPU one frame per model call, in the workers (input and output conversions
+        too): a frame's activations mostly stay in cache, a batch's do not (batch 8 is
+        slower per frame than batch 1), and `torch.compile` sees a single shape."""
+
+        def run(images: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+            with torch.inference_mode():  # thread-local: workers need their own
+                return finish(self._forward(prepare(images), audio).cpu())
+
+        if self.device.type != "cpu":
+            return run(images, audio)
+        each = self._pool.map if self._pool else map
+        return torch.cat(list(each(run, images.split(1), audio.split(1))))
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def _from_uint8(images: torch.Tensor) -> torch.Tensor:
+    return images.float().div_(255)
+
+
+def _to_uint8(faces: torch.Tensor) -> torch.Tensor:
+    return faces.permute(0, 2, 3, 1).mul(255).round_().clamp_(0, 255).to(torch.uint8)
 
 
 def _single_threaded_pool(workers: int) -> ThreadPoolExecutor:
