@@ -21,7 +21,7 @@ from synctalk2d.models.checkpoint import load_audio_encoder, load_checkpoint, lo
 from synctalk2d.training.train import build_config, train
 
 STEPS = {"audio-encoder": 16, "syncnet": 24, "unet": 16}
-BATCH = {"audio-encoder": 4, "syncnet": 16, "unet": 2}  # the syncnet batch is what it takes to learn sync in 24 steps
+BATCH = {"audio-encoder": 8, "syncnet": 16, "unet": 2}  # below 8 (audio-encoder) / 16 (syncnet) the loss is noise in so few steps
 
 
 def quick_config(root, **options):
@@ -121,7 +121,7 @@ def test_run_outputs_layout(trained, talk_b_avatar):
     latest = load_checkpoint(root / "checkpoints" / "unet" / "latest")
     assert latest.optimizer is not None and latest.state["completed"]
     assert latest.state["avatar"]["num_frames"] == 125
-    assert latest.config["stage"]["batch_size"] == 4 and latest.config["model"]["width"] == "mobile"
+    assert latest.config["stage"]["batch_size"] == BATCH["unet"] and latest.config["model"]["width"] == "mobile"
 
 
 def test_loaders_return_eval_models_that_run(trained):
