@@ -21,10 +21,13 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
-	$(VENV)/bin/synctalk2d preprocess synctalk2d/sample_data/talk_b.mp4 --avatar avatars/demo --force
+	$(VENV)/bin/synctalk2d demo
 
 bench: $(STAMP)
 	$(PY) bench/preprocess.py
+	$(PY) bench/train.py
+	$(PY) bench/infer_unet.py
+	$(PY) bench/infer.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -162,10 +162,11 @@ def export(
     debug: bool = DebugOption,
 ) -> None:
     """Export the avatar's U-Net to ONNX (BatchNorm folded, dynamic batch) for `infer --backend onnx` or other runtimes."""
+    from synctalk2d.inference.lipsync import EXPORTED_ONNX
     from synctalk2d.inference.runtime import export_onnx
     from synctalk2d.models.checkpoint import load_unet
 
-    path = export_onnx(load_unet(avatar), output or Path(avatar) / "unet.onnx")
+    path = export_onnx(load_unet(avatar), output or Path(avatar) / EXPORTED_ONNX)
     console.print(f"[green]wrote[/green] {path}")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 
 from rich.console import Console
 from rich.table import Table
@@ -33,9 +34,9 @@ def _cell(value) -> str:
 
 def _table(title: str, rows, columns: dict[str, dict]) -> Table:
     table = Table(title=title, title_justify="left")
-    table.add_column("metric")
+    table.add_column("metric", no_wrap=True)
     for name in columns:
-        table.add_column(name, justify="right")
+        table.add_column(name, justify="right", no_wrap=True)
     table.add_column("", style="dim")
     for key, label, hint in rows:
         table.add_row(label, *(_cell(values.get(key)) for values in columns.values()), hint)
@@ -43,8 +44,9 @@ def _table(title: str, rows, columns: dict[str, dict]) -> Table:
 
 
 def print_report(report: dict, console: Console | None = None) -> None:
-    """Print the speech and silence tables of an `evaluate` report to stdout."""
-    console = console or Console()
+    """Print the speech and silence tables of an `evaluate` report to stdout (120 columns
+    wide when stdout is a file or pipe, so saved reports keep one line per row)."""
+    console = console or (Console() if sys.stdout.isatty() else Console(width=120))
     held = report["held_out"]
     console.print(f"[bold]{report['avatar']}[/bold]: held-out tail of {held['seconds']:.1f} s ({held['frames']} frames from frame {held['first_frame']})")
     console.print(_table("Held-out speech (generated vs. baselines)", SPEECH_ROWS, report["speech"]))

@@ -1,10 +1,16 @@
 """Paste a generated face crop back into its frame without a visible seam.
 
-The reference overwrites the whole crop box, so the box edge shows wherever the generated
-crop's colour or sharpness differs from the frame. Here the crop is blended through an
-alpha mask that is 1 over the face and ramps smoothly (raised cosine) to 0 at the box
-edge, and, optionally, the generated crop's colour is first shifted so that its mean in
-that ramp matches the frame's: low-frequency drift then cannot show either.
+The reference resizes the 320x320 prediction to the box and overwrites those pixels, so
+the box edge shows wherever the prediction's colour or sharpness differs from the frame
+(it always does a little: the model redraws almost the whole crop). Here the prediction is
+blended through an alpha mask that is 0 at the edge of the pasted area, ramps up with a
+raised cosine and is 1 over the face (mouth and jaw included), and, optionally, its
+colour is first shifted so that its mean over that ramp matches the frame's, so neither
+sharpness nor low-frequency colour drift can draw a line.
+
+Only the box region is touched; the prediction is resampled straight onto the frame pixels
+it covers (one affine warp with the exact inverse of the crop's geometry, so pasting a
+frame's own crop gives the frame back), and masks are cached per size.
 """
 
 from __future__ import annotations
@@ -16,63 +22,97 @@ import numpy as np
 
 from synctalk2d.face.crop import CROP_SIZE, MODEL_OFFSET, MODEL_SIZE
 
-FEATHER = 0.12  # width of the alpha ramp, as a share of the box side
+FEATHER = 0.12  # width of the alpha ramp, as a share of the pasted area's side
 
 
 @lru_cache(maxsize=32)
-def feather_mask(size: int, feather: float = FEATHER) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Cached (alpha, 1 - alpha, ring) for a ``size`` square: alpha is 0 at the border,
-    a raised-cosine ramp, 1 inside (float32); ring marks the ramp (uint8), where colours
-    are matched."""
-    ramp = max(1, int(round(feather * size)))
-    edge = np.minimum(np.arange(size), np.arange(size)[::-1]).astype(np.float32)
-    profile = 0.5 - 0.5 * np.cos(np.pi * np.clip(edge / ramp, 0, 1))
+def feather_mask(side: int, feather: float = FEATHER) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(alpha, 1 - alpha, ramp) for a ``side`` x ``side`` paste, cached and read-only.
+
+    alpha (float32) is 0 on the outermost pixels, rises as a raised cosine over
+    ``feather * side`` pixels and is exactly 1 inside; ramp (uint8) marks where it is
+    strictly between, the ring in which colours are matched.
+    """
+    width = max(1, round(feather * side))
+    edge = np.minimum(np.arange(side), np.arange(side)[::-1]).astype(np.float32)
+    profile = 0.5 - 0.5 * np.cos(np.pi * np.clip(edge / width, 0, 1))
     alpha = np.minimum(profile[:, None], profile[None, :])
-    ring = ((alpha > 0.02) & (alpha < 0.98)).astype(np.uint8)
-    return alpha, 1 - alpha, ring
+    ramp = ((alpha > 0) & (alpha < 1)).astype(np.uint8)
+    masks = alpha, 1 - alpha, ramp
+    for m in masks:
+        m.flags.writeable = False
+    return masks
 
 
-def _model_area(box: np.ndarray) -> tuple[int, int, int, int]:
-    """Frame pixels covered by the 320x320 model crop inside the 328x328 crop ``box``."""
+def paste_area(box: np.ndarray) -> tuple[int, int, int, int]:
+    """Frame pixels (x1, y1, x2, y2) that the 320x320 model crop covers inside the
+    328x328 crop ``box``: the box less its 4/328 margin, rounded to whole pixels."""
     x1, y1, x2, y2 = (int(v) for v in box)
-    inset = int(round(MODEL_OFFSET * (x2 - x1) / CROP_SIZE))
+    inset = round(MODEL_OFFSET * (x2 - x1) / CROP_SIZE)
     return x1 + inset, y1 + inset, x2 - inset, y2 - inset
 
 
-def paste_face(frame: np.ndarray, face: np.ndarray, box: np.ndarray, feather: float = FEATHER, color_match: bool = True) -> np.ndarray:
-    """Blend the (320, 320, 3) uint8 ``face`` (the model crop of ``box``) into ``frame``
-    (modified in place and returned). Parts of the box outside the frame are skipped."""
-    x1, y1, x2, y2 = _model_area(box)
-    side = x2 - x1
+def _warp_face(face: np.ndarray, box: np.ndarray, left: int, top: int, width: int, height: int) -> np.ndarray:
+    """The (height, width) frame pixels from (left, top) on, sampled from the 320 ``face``.
+
+    Inverts crop_face + model_crop exactly: frame pixel x shows model-crop pixel
+    (x - box_x1 + 0.5) * 328 / box_side - 4.5 (cv2.resize maps pixel centres that way).
+    Shrinking by more than 1.25x averages first (INTER_AREA) so the warp cannot alias.
+    """
+    x1, y1, x2, _ = (int(v) for v in box)
+    scale = CROP_SIZE / (x2 - x1)  # crop pixels per frame pixel
+    r = 1.0  # size of the face we warp from, relative to MODEL_SIZE
+    if scale > 1.25:
+        n = max(1, round(MODEL_SIZE / scale))
+        face, r = cv2.resize(face, (n, n), interpolation=cv2.INTER_AREA), n / MODEL_SIZE
+    a = scale * r
+    matrix = np.float32([[a, 0, (left - x1 + 0.5) * a - MODEL_OFFSET * r - 0.5], [0, a, (top - y1 + 0.5) * a - MODEL_OFFSET * r - 0.5]])
+    return cv2.warpAffine(face, matrix, (width, height), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+
+
+def paste_face(frame: np.ndarray, face: np.ndarray, box: np.ndarray, *, feather: float = FEATHER, color_match: bool = True) -> np.ndarray:
+    """Blend the (320, 320, 3) uint8 model output ``face`` for crop ``box`` into ``frame``.
+
+    ``frame`` is modified in place (only the box region) and returned. Parts of the box
+    outside the frame are skipped. ``color_match`` shifts the face's mean colour to the
+    frame's over the alpha ramp before blending.
+    """
+    if face.shape != (MODEL_SIZE, MODEL_SIZE, 3) or face.dtype != np.uint8:
+        raise ValueError(f"face must be a ({MODEL_SIZE}, {MODEL_SIZE}, 3) uint8 image, got {face.shape} {face.dtype}")
+    x1, y1, x2, y2 = paste_area(box)
     h, w = frame.shape[:2]
     fx1, fy1, fx2, fy2 = max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)
-    if side <= 0 or fx1 >= fx2 or fy1 >= fy2:
+    if x2 - x1 <= 0 or fx1 >= fx2 or fy1 >= fy2:
         return frame
-    interpolation = cv2.INTER_AREA if side < MODEL_SIZE else cv2.INTER_LINEAR
-    patch = cv2.resize(face, (side, side), interpolation=interpolation)
-    alpha, inverse, ring = feather_mask(side, feather)
+    patch = _warp_face(face, box, fx1, fy1, fx2 - fx1, fy2 - fy1)
     rows, cols = slice(fy1 - y1, fy2 - y1), slice(fx1 - x1, fx2 - x1)
-    patch, alpha, inverse, ring = patch[rows, cols], alpha[rows, cols], inverse[rows, cols], ring[rows, cols]
+    alpha, inverse, ramp = (np.ascontiguousarray(m[rows, cols]) for m in feather_mask(x2 - x1, feather))
     target = frame[fy1:fy2, fx1:fx2]
-    if color_match and ring.any():
-        shift = np.subtract(cv2.mean(target, ring), cv2.mean(patch, ring))
+    if color_match and ramp.any():
+        shift = np.subtract(cv2.mean(target, ramp), cv2.mean(patch, ramp))
         patch = cv2.add(patch, tuple(shift), dtype=cv2.CV_8U)
-    frame[fy1:fy2, fx1:fx2] = cv2.blendLinear(np.ascontiguousarray(patch), np.ascontiguousarray(target), np.ascontiguousarray(alpha), np.ascontiguousarray(inverse))
+    frame[fy1:fy2, fx1:fx2] = cv2.blendLinear(patch, np.ascontiguousarray(target), alpha, inverse)
     return frame
 
 
 def seam_energy(frame: np.ndarray, box: np.ndarray, band: int = 3) -> float:
-    """Mean gradient magnitude in a ``band``-pixel strip along the edge of the pasted
-    area: a hard paste makes it jump; a seamless one keeps it at the source's level."""
-    grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    """Mean Sobel gradient magnitude (grey levels) within ``band`` pixels of the edge of
+    the pasted area of ``box``, over the part inside the frame (nan if none is).
+
+    A hard paste puts a step there and the value jumps; a seamless paste keeps it at the
+    source frame's level. Only the box region is filtered, so this is cheap per frame.
+    """
+    x1, y1, x2, y2 = paste_area(box)
+    h, w = frame.shape[:2]
+    # the band, plus one pixel so the 3x3 Sobel sees real neighbours, clipped to the frame
+    rx1, ry1 = max(x1 - band - 1, 0), max(y1 - band - 1, 0)
+    rx2, ry2 = min(x2 + band + 1, w), min(y2 + band + 1, h)
+    if rx1 >= rx2 or ry1 >= ry2:
+        return float("nan")
+    grey = cv2.cvtColor(np.ascontiguousarray(frame[ry1:ry2, rx1:rx2]), cv2.COLOR_RGB2GRAY)
     magnitude = cv2.magnitude(cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1))
-    x1, y1, x2, y2 = _model_area(box)
-    h, w = grey.shape
-    x1, y1, x2, y2 = max(x1, band), max(y1, band), min(x2, w - band), min(y2, h - band)
-    strips = [
-        magnitude[y1 - band : y1 + band, x1:x2],
-        magnitude[y2 - band : y2 + band, x1:x2],
-        magnitude[y1:y2, x1 - band : x1 + band],
-        magnitude[y1:y2, x2 - band : x2 + band],
-    ]
-    return float(np.mean(np.concatenate([s.ravel() for s in strips])))
+    ys, xs = np.arange(ry1, ry2)[:, None], np.arange(rx1, rx2)[None, :]
+    outer = (xs >= x1 - band) & (xs < x2 + band) & (ys >= y1 - band) & (ys < y2 + band)
+    inner = (xs >= x1 + band) & (xs < x2 - band) & (ys >= y1 + band) & (ys < y2 - band)
+    ring = outer & ~inner
+    return float(magnitude[ring].mean()) if ring.any() else float("nan")

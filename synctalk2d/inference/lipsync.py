@@ -13,18 +13,20 @@ import math
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from synctalk2d.audio.features import extract_features
 from synctalk2d.audio.windows import feature_windows, to_model_window
 from synctalk2d.avatar import FPS, Avatar
+from synctalk2d.device import pick_device
 from synctalk2d.errors import UserError
 from synctalk2d.inference.generator import FrameGenerator
 from synctalk2d.inference.runtime import UNetRunner
 from synctalk2d.media.audio import SAMPLE_RATE, fit_length
 from synctalk2d.models.checkpoint import load_audio_encoder, load_checkpoint, load_unet, trained_stem
+from synctalk2d.progress import console
 
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS
+EXPORTED_ONNX = "unet.onnx"  # where `synctalk2d export` writes by default, and `--backend onnx` looks
 
 
 def frame_count(num_samples: int) -> int:
@@ -41,8 +43,9 @@ class LipSync:
         self.feature_type = self.unet.config.feature_type
         self._check_matches_avatar()
         self.batch_size = batch_size
-        self.device = _pick_device(device)
-        self.runner = UNetRunner.from_model(self.unet, backend=backend, precision=precision, device=self.device)
+        self.device = pick_device(device)
+        onnx_model = self._exported_onnx() if backend == "onnx" else None
+        self.runner = UNetRunner.from_model(self.unet, backend=backend, precision=precision, device=self.device, onnx_model=onnx_model)
         self._feature_models = self._load_feature_models()
         self.generator = FrameGenerator(self.avatar, self.runner)
 
@@ -56,6 +59,19 @@ class LipSync:
                 f"the U-Net in {self.avatar.root} was trained on another avatar "
                 f"({trained_on.get('source')}, {trained_on.get('created')}); train this avatar again"
             )
+
+    def _exported_onnx(self) -> Path | None:
+        """``AVATAR/unet.onnx`` from ``synctalk2d export``, if it is newer than the U-Net
+        checkpoint; a stale one (the avatar was trained since) is ignored with a warning
+        and the checkpoint is exported afresh in memory."""
+        path = self.avatar.root / EXPORTED_ONNX
+        if not path.is_file():
+            return None
+        checkpoint = trained_stem(self.avatar.root, "unet").with_suffix(".safetensors")
+        if path.stat().st_mtime < checkpoint.stat().st_mtime:
+            console.print(f"[yellow]warning:[/yellow] {path} is older than {checkpoint}; ignoring it (run `synctalk2d export` again)", soft_wrap=True)
+            return None
+        return path
 
     def _load_feature_models(self) -> dict:
         if self.feature_type == "ave":
@@ -82,12 +98,3 @@ class LipSync:
             indices = np.arange(start, min(start + self.batch_size, len(schedule)))
             yield schedule[indices], self.audio_windows(features, indices)
 
-
-def _pick_device(device: str) -> torch.device:
-    if device != "auto":
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")

@@ -2,30 +2,33 @@
 
 Every backend runs the network with BatchNorm folded into the convolutions (inference
 never updates the statistics, so a conv+BN pair is one conv with a new weight and bias).
-Measured on a 2-core Sapphire Rapids-class CPU (AVX-512, AMX), one core, full width,
-batch 1, ms per frame: eager fp32 ~210 -> BN folded + channels_last ~195 -> bf16 ~100
--> `torch.compile` (frozen) ~75 -> glibc keeping freed memory ~50 (see bench/infer_unet.py
-for the full table). What that says about the network:
+Measured on a 2-core Sapphire Rapids-class CPU (AVX-512, AMX), CPU ms per frame on one
+core, full width, batch 1: eager fp32 360 -> BN folded 340 -> channels_last 230 -> bf16
+130 -> `torch.compile` (frozen weights) 80 -> glibc keeping freed memory 51 (mobile width:
+133 -> 27). bench/infer_unet.py prints the full table. What that says about the network:
 
-* ~4.9 GMAC a frame at full width, 90 % in 1x1 convs, which AMX makes nearly free; the
-  time goes to moving 85 M activations a frame (the 128-channel 320x320 layers of the
-  last decoder stage alone take a third of it). So what pays is fewer bytes and passes:
-  channels_last (no reorders around oneDNN), bf16 (half the bytes; 1x1 convs on AMX,
-  depthwise convs on AVX512-BF16), compile with frozen weights (pre-packed weights,
-  bias/ReLU/residual adds fused into the convs), and no page faults (`keep_freed_memory`).
+* ~4.9 GMAC a frame at full width, 90 % in 1x1 convs, which AMX makes cheap; the time
+  goes to moving 85 M activations a frame, and the 30 depthwise convs (6 % of the MACs,
+  AVX512-BF16, no AMX) take 45 % of the conv time. So what pays is fewer bytes and passes:
+  channels_last (no reorders around oneDNN), bf16 (half the bytes), compile with frozen
+  weights (pre-packed weights; bias, ReLU and residual adds fused into the convs), and no
+  page faults (`keep_freed_memory`). Tiling the 320x320 blocks into stripes did not help.
 * Small batches are faster per frame than large ones (a frame's maps mostly stay in
-  cache, eight frames' do not), so on CPU every model call is one frame, and
-  `torch.compile` sees a single shape.
-* onnxruntime's fp32 beats PyTorch's fp32 (NCHWc convs, fused ReLU, its own memory
-  arena); its int8 (static QDQ, per-channel weights, calibrated on real crops) is about
-  as fast as torch bf16. onnxruntime has no bf16 or fp16 convolutions on x86 CPUs (an
-  fp16 model gets Casts back to fp32), so those precisions exist only on torch.
+  cache), so on CPU every model call is one frame, and `torch.compile` sees one shape.
+* onnxruntime fp32 beats PyTorch fp32 (NCHWc convs, fused ReLU, its own memory arena) but
+  not PyTorch bf16. Its int8 (static QDQ, per-channel weights, calibrated on real crops)
+  is about as fast as torch bf16, and is within 40 dB of fp32 with random weights but
+  not with trained ones (~21 dB: the 320x320 decoder layers cannot take 8-bit
+  activations), so it is never chosen by default and always checked (falling back to
+  fp32). onnxruntime has no bf16/fp16 convolutions on x86 CPUs (an fp16 model gets Casts
+  back to fp32), so those precisions exist only on torch.
 
-Defaults (``"auto"``): on a CPU with AMX or AVX512-BF16, torch + bf16 + compile; on other
-CPUs onnxruntime fp32; on CUDA torch fp16 (more mantissa than bf16, same tensor-core
-speed; untested here: no GPU) in channels_last. Reduced precision must stay within
-`MIN_PSNR_DB` of fp32: pass real crops as ``samples`` and `from_model` checks that on the
-actual weights (falling back to fp32), or call `fidelity_psnr` yourself.
+Defaults (``"auto"``): on a CPU with AMX or AVX512-BF16, torch + bf16 + compile (53-60 dB
+from fp32 on real crops); on other CPUs onnxruntime fp32; on CUDA torch fp16 (more
+mantissa than bf16, same tensor-core speed; untested here: no GPU) in channels_last.
+Reduced precision must stay within `MIN_PSNR_DB` of fp32: pass real crops as ``samples``
+and `from_model` checks that on the actual weights (falling back to fp32), or call
+`fidelity_psnr` yourself.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from synctalk2d.device import cpu_has_fast_bf16
 from synctalk2d.models.unet import AUDIO_WINDOW_SHAPES, UNet
 
 log = logging.getLogger(__name__)
@@ -81,12 +85,6 @@ def inference_copy(unet: UNet) -> UNet:
     return fold_batchnorm(copy.deepcopy(unet).eval().requires_grad_(False))
 
 
-def cpu_has_fast_bf16() -> bool:
-    """AMX or AVX512-BF16: bf16 convs beat fp32. Without them oneDNN emulates bf16 (slower)."""
-    cpu = torch.cpu
-    return any(getattr(cpu, name, lambda: False)() for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
-
-
 def keep_freed_memory() -> bool:
     """Make glibc keep freed memory for reuse (process-wide; Linux only).
 
@@ -105,7 +103,8 @@ def keep_freed_memory() -> bool:
 
 
 def export_onnx(unet: UNet, path: str | Path, opset: int = 17) -> Path:
-    """Export ``unet`` (BN folded, fp32) to ONNX with a dynamic batch axis.
+    """Export ``unet`` (BN folded, fp32) to ONNX with a dynamic batch axis, atomically
+    (written beside ``path``, then renamed).
 
     Uses the TorchScript exporter (``dynamo=False``): the network is static, and it gives
     a plain Conv/Relu/Add graph that onnxruntime fuses and quantizes without surprises.
@@ -114,11 +113,18 @@ def export_onnx(unet: UNet, path: str | Path, opset: int = 17) -> Path:
     image = torch.rand(1, 6, IMAGE_SIZE, IMAGE_SIZE)
     audio = torch.rand(1, *AUDIO_WINDOW_SHAPES[unet.config.feature_type])
     batch = {0: "batch"}
-    torch.onnx.export(
-        model, (image, audio), str(path), input_names=["image", "audio"], output_names=["face"],
-        dynamic_axes={"image": batch, "audio": batch, "face": batch}, opset_version=opset, dynamo=False,
-    )
-    return Path(path)
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    os.close(fd)
+    try:
+        torch.onnx.export(
+            model, (image, audio), tmp, input_names=["image", "audio"], output_names=["face"],
+            dynamic_axes={"image": batch, "audio": batch, "face": batch}, opset_version=opset, dynamo=False,
+        )
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
 
 
 def _torch_forward(unet: UNet, precision: str, device: torch.device, compile: bool) -> Forward:
@@ -152,11 +158,11 @@ def _frozen_compile(model: nn.Module) -> Callable[..., torch.Tensor]:
     return call
 
 
-def _onnx_forward(unet: UNet, precision: str, device: torch.device, threads: int, samples) -> Forward:
+def _onnx_forward(unet: UNet, precision: str, device: torch.device, threads: int, samples, onnx_model: str | Path | None) -> Forward:
     import onnxruntime as ort
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = export_onnx(unet, Path(tmp) / "unet.onnx")
+        path = Path(onnx_model) if onnx_model else export_onnx(unet, Path(tmp) / "unet.onnx")
         if precision == "int8":
             path = _quantize_int8(path, samples)
         options = ort.SessionOptions()
@@ -228,15 +234,19 @@ class UNetRunner:
         frame_parallel: bool | None = None,
         compile: bool | None = None,
         samples: tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor] | None = None,
+        onnx_model: str | Path | None = None,
     ) -> UNetRunner:
         """The fastest correct runner for ``device`` (see the module docstring).
 
         ``threads``: CPU cores to use (default: all this process may run on).
         ``frame_parallel`` (CPU): one single-threaded frame per core (default when more
-        than one core) instead of intra-op threads. ``compile`` (torch): default on CPU,
-        where it is measured to win. ``samples``: real crops and audio windows,
+        than one core) instead of intra-op threads (then ``threads`` is passed to
+        `torch.set_num_threads`, process-wide). ``compile`` (torch): default on CPU, where
+        it is measured to win; eager if it fails. ``samples``: real crops and audio windows,
         (N, 6, 320, 320) float in [0, 1] and (N, C, H, W); they calibrate int8 and check
         reduced precision against fp32 (falling back to fp32 below `MIN_PSNR_DB`).
+        ``onnx_model`` (onnx): a model `export_onnx` wrote for ``unet`` (``synctalk2d
+        export``), run instead of exporting ``unet`` again.
         """
         device = torch.device(device)
         backend, precision = _resolve(backend, precision, device)
@@ -250,7 +260,7 @@ class UNetRunner:
             torch.set_num_threads(threads)
         compile = backend == "torch" and (on_cpu if compile is None else compile)
         if backend == "onnx":
-            forward = _onnx_forward(unet, precision, device, op_threads, samples)
+            forward = _onnx_forward(unet, precision, device, op_threads, samples, onnx_model)
         else:
             forward = _torch_forward(unet, precision, device, compile)
         runner = cls(forward, backend, precision, device, cores if frame_parallel else 1)
@@ -260,13 +270,20 @@ class UNetRunner:
             if not compile:
                 raise
             log.warning("torch.compile failed (%s); running eager", error)
-            return cls.from_model(unet, backend, precision, device, threads, frame_parallel, False, samples)
+            runner.close()
+            return cls.from_model(unet, backend, precision, device, threads, frame_parallel, False, samples, onnx_model)
         if samples is not None and precision != "fp32":
             quality = fidelity_psnr(unet, runner, *samples)
             if quality < MIN_PSNR_DB:
                 log.warning("%s %s is %.1f dB from fp32 (< %.0f dB): using fp32", backend, precision, quality, MIN_PSNR_DB)
-                return cls.from_model(unet, backend, "fp32", device, threads, frame_parallel, compile)
+                runner.close()
+                return cls.from_model(unet, backend, "fp32", device, threads, frame_parallel, compile, onnx_model=onnx_model)
         return runner
+
+    def close(self) -> None:
+        """Stop the CPU worker threads (they are idle between calls, so this is optional)."""
+        if self._pool:
+            self._pool.shutdown()
 
     def warm_up(self, feature_type: str) -> None:
         """Compile and pick kernels at load time: one frame first (a compile on one

@@ -28,7 +28,7 @@ class StageConfig:
     checkpoint_every: int = 200  # steps between ``latest`` saves (also every 5 minutes)
     eval_every: int = 100  # steps between validations (and ``best`` saves)
     log_every: int = 10  # steps between TensorBoard scalars
-    bn_samples: int = 256  # training samples that re-estimate BatchNorm statistics before each validation
+    bn_samples: int = 64  # training samples that re-estimate BatchNorm statistics before each validation
     jitter: float = 0.1  # +- brightness/contrast/saturation, the same for all images of a sample
     flip: float = 0.5  # chance of a horizontal flip, the same for all images of a sample
 
@@ -62,6 +62,8 @@ class UNetStageConfig(StageConfig):
     epochs: int | None = 100
     perceptual_weight: float = 0.01
     sync_weight: float = 10.0
+    sync_warmup_steps: int = 200  # the sync weight ramps up from 0 over these first steps
+    min_sync_accuracy: float = 0.6  # below this SyncNet validation accuracy the sync loss is off
     image_every: int = 200  # steps between predicted-vs-real image grids in TensorBoard
 
 

@@ -75,9 +75,11 @@ def to_chw(images: np.ndarray) -> torch.Tensor:
 
 
 def to_device(batch: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
-    """Move a batch to ``device``; uint8 tensors are images and become floats in [0, 1]."""
+    """Move a batch to ``device``; uint8 tensors are images and become floats in [0, 1];
+    4-d tensors go channels-last, like the models (see `Trainer`)."""
     moved = [t.to(device, non_blocking=True) for t in batch]
-    return [t.float().div_(255) if t.dtype == torch.uint8 else t for t in moved]
+    moved = [t.float().div_(255) if t.dtype == torch.uint8 else t for t in moved]
+    return [t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t for t in moved]
 
 
 class KeyedBatchSampler(Sampler[list[tuple[int, Key]]]):

@@ -22,6 +22,11 @@ from synctalk2d.training.train import build_config, train
 
 STEPS = {"audio-encoder": 16, "syncnet": 24, "unet": 16}
 BATCH = {"audio-encoder": 4, "syncnet": 16, "unet": 2}  # the syncnet batch is what it takes to learn sync in 24 steps
+# The audio encoder's loss stays at chance for its first steps at batch 4 (too few
+# negatives): `test_audio_encoder_loss_goes_down` trains it on batches of 16 instead.
+# The U-Net's full loss rises by design while its sync weight ramps up
+# (`sync_warmup_steps`), and its L1 at batch 2 is too noisy to compare batch by batch:
+# its measure is the validation L1 (fixed frames) before the first step and after the last.
 
 
 def quick_config(root, **options):
@@ -82,9 +87,14 @@ def test_every_stage_trains_and_its_loss_goes_down(trained):
         _, losses = scalars(root, result.name, "train/loss")
         assert len(losses) == STEPS[result.name] and np.isfinite(losses).all()
         assert f"{result.name}: {result.step} steps" in log, "one summary line per stage"
-        if result.name != "audio-encoder":  # see test_audio_encoder_loss_goes_down
+        if result.name == "syncnet":
             first, last = np.mean(losses[:5]), np.mean(losses[-5:])
             assert last < first, f"{result.name}: loss {first:.4f} -> {last:.4f}"
+        assert result.start_val.keys() == result.val.keys(), "validated before the first step too"
+    unet = results[2]
+    assert unet.val["l1"] < unet.start_val["l1"] - 0.01, f"unet: val L1 {unet.start_val['l1']:.4f} -> {unet.val['l1']:.4f}"
+    _, val_l1 = scalars(root, "unet", "val/l1")
+    assert val_l1 == pytest.approx([unet.start_val["l1"], unet.val["l1"]]), "val curves start at step 0"
     events, _ = scalars(root, "unet", "train/l1")
     assert "predicted_vs_real" in events.Tags()["images"]
     assert {"train/lr", "val/loss", "train/sync"} <= set(events.Tags()["scalars"])
@@ -92,12 +102,22 @@ def test_every_stage_trains_and_its_loss_goes_down(trained):
     assert "train/accuracy" in sync_events.Tags()["scalars"]
 
 
-@pytest.mark.xfail(reason="known gap (issue 3): at the CI budget (16 steps, batch 4) the audio-encoder loss does not reliably fall yet")
-def test_audio_encoder_loss_goes_down(trained):
-    root, *_ = trained
+def test_audio_encoder_loss_goes_down(trained, tmp_path):
+    """Batches of 16 (the stage's default is 32): the loss falls from chance (~0.69-0.75)."""
+    root = _copy_without(trained[0], tmp_path, "audio-encoder", "syncnet", "unet")
+    config = quick_config(root, stage="audio-encoder", max_steps=30)
+    config.audio_encoder.batch_size = 16
+    train_logged(config)
     _, losses = scalars(root, "audio-encoder", "train/loss")
     first, last = np.mean(losses[:5]), np.mean(losses[-5:])
-    assert last < first, f"audio-encoder: loss {first:.4f} -> {last:.4f}"
+    assert len(losses) == 30 and last < first - 0.05, f"audio-encoder: loss {first:.4f} -> {last:.4f}"
+
+
+def test_unet_sync_weight_ramps_up(trained):
+    """The sync term is switched on gradually (0 at the first step, rising linearly)."""
+    root, *_ = trained
+    _, weights = scalars(root, "unet", "train/sync_weight")
+    assert weights[0] == 0 and np.all(np.diff(weights) > 0) and weights[-1] <= 10
 
 
 def test_syncnet_learns_sync_above_chance(trained):
@@ -240,6 +260,22 @@ def test_pretrained_audio_encoder_weights_are_loaded(trained, tmp_path, talk_b_a
         assert torch.equal(loaded.state_dict()[key], value)
     expected = ave_features(talk_b_avatar.mel(), 125, encoder.eval())
     np.testing.assert_allclose(np.load(root / "features" / "ave.npy"), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_syncnet_at_chance_is_not_used_for_the_unet(trained, tmp_path):
+    """A SyncNet whose validation accuracy is near chance gives no sync loss (its gradient
+    would be noise), says so, and the term is still logged."""
+    from synctalk2d.models.checkpoint import load_checkpoint, load_syncnet, save_checkpoint
+
+    root = _copy_without(trained[0], tmp_path, "unet")
+    best = root / "checkpoints" / "syncnet" / "best"
+    checkpoint = load_checkpoint(best)
+    checkpoint.state["val"]["accuracy"] = 0.52
+    save_checkpoint(best, load_syncnet(root), checkpoint.config, state=checkpoint.state)
+    (result,), log = train_logged(quick_config(root, stage="unet", max_steps=3))
+    assert "only 52% of its validation frames" in log and "training without the sync loss" in log
+    _, weights = scalars(root, "unet", "train/sync_weight")
+    assert weights == [0.0, 0.0, 0.0] and result.train["sync"] > 0
 
 
 def test_vgg_weights_add_the_perceptual_term(trained, tmp_path):
