@@ -20,21 +20,26 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from synctalk2d.face.crop import CROP_SIZE, MODEL_OFFSET, MODEL_SIZE
+from synctalk2d.face.crop import CROP_SIZE, MASK_RECT, MODEL_OFFSET, MODEL_SIZE
 
 FEATHER = 0.12  # width of the alpha ramp, as a share of the pasted area's side
+# The U-Net sees the model crop's outer 5-10 px unmasked (`MASK_RECT`) and can draw a faint
+# line where what it saw meets what it drew; alpha stays 0 up to 2 px inside the mask so
+# that line is never pasted (a share of the side, like FEATHER).
+_x, _y, _w, _h = MASK_RECT
+MASK_BORDER = (max(_x, _y, MODEL_SIZE - _x - _w, MODEL_SIZE - _y - _h) + 2) / MODEL_SIZE
 
 
 @lru_cache(maxsize=32)
 def feather_mask(side: int, feather: float = FEATHER) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(alpha, 1 - alpha, ramp) for a ``side`` x ``side`` paste, cached and read-only.
 
-    alpha (float32) is 0 on the outermost pixels, rises as a raised cosine over
-    ``feather * side`` pixels and is exactly 1 inside; ramp (uint8) marks where it is
-    strictly between, the ring in which colours are matched.
+    alpha (float32) is 0 over the outer ``MASK_BORDER * side`` pixels, then rises as a
+    raised cosine over ``feather * side`` pixels and is exactly 1 inside; ramp (uint8)
+    marks where it is strictly between, the ring in which colours are matched.
     """
     width = max(1, round(feather * side))
-    edge = np.minimum(np.arange(side), np.arange(side)[::-1]).astype(np.float32)
+    edge = np.minimum(np.arange(side), np.arange(side)[::-1]).astype(np.float32) - round(MASK_BORDER * side)
     profile = 0.5 - 0.5 * np.cos(np.pi * np.clip(edge / width, 0, 1))
     alpha = np.minimum(profile[:, None], profile[None, :])
     ramp = ((alpha > 0) & (alpha < 1)).astype(np.uint8)

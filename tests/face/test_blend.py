@@ -5,7 +5,7 @@ import pytest
 
 from conftest import fixture_path
 from synctalk2d.face.blend import feather_mask, paste_area, paste_face, seam_energy
-from synctalk2d.face.crop import crop_face, model_crop
+from synctalk2d.face.crop import MASK_RECT, crop_face, model_crop
 
 # talk_b.mp4 frames with their crop boxes (x1, y1, x2, y2) and a rectangle around the lips,
 # found by eye on saved PNGs (the boxes agree with what preprocess computes for them).
@@ -111,6 +111,19 @@ def test_masks_are_cached_and_read_only():
     alpha, inverse, ramp = feather_mask(300)
     assert feather_mask(300)[0] is alpha
     assert alpha[0].max() == 0 and alpha[150, 150] == 1 and np.allclose(alpha + inverse, 1)
-    assert ramp[0].sum() == 0 and ramp[10, 150] == 1
+    assert ramp[0].sum() == 0 and ramp[20, 150] == 1
     with pytest.raises(ValueError):
         alpha[0, 0] = 1
+
+
+def test_the_unmasked_border_the_unet_saw_is_never_pasted(frames):
+    """The U-Net's input shows it the model crop outside `MASK_RECT`; a line it draws
+    where that border meets the masked part (seen on a 20-minute CPU avatar) stays out."""
+    frame, (box, _) = frames[0], SCENES[0]
+    clean = own_face(frame, box)
+    lined = clean.copy()
+    x, y, w, h = MASK_RECT
+    lined[y + h - 2 : y + h + 2] = 255  # a white line along the mask's bottom edge
+    lined[:, x + w - 2 : x + w + 2] = 255  # and its right edge
+    out, expected = (paste_face(frame.copy(), face, box, color_match=False) for face in (lined, clean))
+    assert np.abs(out.astype(int) - expected).max() <= 1
