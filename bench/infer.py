@@ -40,7 +40,7 @@ from synctalk2d.inference.generator import FrameGenerator
 from synctalk2d.inference.lipsync import LipSync
 from synctalk2d.inference.offline import render
 from synctalk2d.inference.schedule import frame_schedule
-from synctalk2d.media.audio import load_audio
+from synctalk2d.media.audio import load_audio, load_audio_track
 from synctalk2d.media.writer import VideoWriter
 from synctalk2d.preprocess import preprocess
 from synctalk2d.training.train import build_config, train
@@ -76,13 +76,14 @@ def unet_fps(lipsync: LipSync) -> float:
 def pipeline_fps(lipsync: LipSync, audio: Path, output: Path) -> float:
     """`render` with the U-Net replaced by a copy of each frame's own crop: reading frames,
     audio windows, compositing and encoding, nothing else."""
-    wav, rate = load_audio(audio)
+    wav, _ = load_audio(audio)
+    track, rate = load_audio_track(audio)
     features = lipsync.audio_features(wav)
     info = lipsync.avatar.info
     schedule = frame_schedule(len(features), info.num_frames, 0, True)
     generator = FrameGenerator(lipsync.avatar, lambda images, windows: np.ascontiguousarray(images[..., :3]))
     started = time.perf_counter()
-    with VideoWriter(output, info.width, info.height, fps=FPS, audio=wav, sample_rate=rate) as writer:
+    with VideoWriter(output, info.width, info.height, fps=FPS, audio=track, sample_rate=rate) as writer:
         for frame in generator.frames(lipsync.chunks(features, schedule)):
             writer.write(frame)
     return len(schedule) / (time.perf_counter() - started)

@@ -15,7 +15,7 @@ from synctalk2d.avatar import FPS
 from synctalk2d.errors import UserError
 from synctalk2d.inference.lipsync import LipSync
 from synctalk2d.inference.schedule import frame_schedule
-from synctalk2d.media.audio import SAMPLE_RATE, load_audio
+from synctalk2d.media.audio import load_audio, load_audio_track
 from synctalk2d.media.writer import VideoWriter
 from synctalk2d.progress import progress_bar
 
@@ -54,7 +54,8 @@ def render(
     schedule = frame_schedule(len(features), info.num_frames, start_frame, loop_back)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    with progress_bar(show_progress) as bar, VideoWriter(output, info.width, info.height, fps=FPS, crf=crf, audio=wav, sample_rate=SAMPLE_RATE) as writer:
+    track, rate = load_audio_track(audio)  # the input's own rate and channels, not the models' 16 kHz mono
+    with progress_bar(show_progress) as bar, VideoWriter(output, info.width, info.height, fps=FPS, crf=crf, audio=track, sample_rate=rate) as writer:
         task = bar.add_task(output.name, total=len(schedule))
         for frame in lipsync.generator.frames(lipsync.chunks(features, schedule)):
             writer.write(frame)

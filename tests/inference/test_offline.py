@@ -25,7 +25,7 @@ def run_cli(*args, timeout=600):
 def read_video(path):
     with av.open(str(path)) as c:
         video, audio = c.streams.video[0], c.streams.audio[0]
-        meta = (video.codec_context.name, video.codec_context.pix_fmt, video.average_rate, video.width, video.height, audio.codec_context.name)
+        meta = (video.codec_context.name, video.codec_context.pix_fmt, video.average_rate, video.width, video.height, audio.codec_context.name, audio.rate, audio.channels)
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     return meta, frames
 
@@ -42,9 +42,10 @@ def rendered(trained_avatar, tmp_path_factory):
 
 def test_output_stream_is_what_users_publish(trained_avatar, rendered):
     audio, output = rendered
-    (vcodec, pix_fmt, rate, width, height, acodec), frames = read_video(output)
+    (vcodec, pix_fmt, rate, width, height, acodec, audio_rate, channels), frames = read_video(output)
     info = trained_avatar.info
     assert (vcodec, pix_fmt, rate, acodec) == ("h264", "yuv420p", 25, "aac")
+    assert (audio_rate, channels) == (44100, 2), "the input's own audio, not the models' 16 kHz mono"
     assert (width, height) == (info.width, info.height)
     source, _ = load_audio(audio)
     assert len(frames) == math.ceil(len(source) / 16000 * 25) == 83

@@ -4,7 +4,7 @@ import soundfile as sf
 
 from conftest import fixture_path
 from synctalk2d.errors import UserError
-from synctalk2d.media.audio import fit_length, load_audio
+from synctalk2d.media.audio import fit_length, load_audio, load_audio_track
 
 
 @pytest.mark.parametrize(
@@ -17,6 +17,16 @@ def test_any_audio_becomes_16k_mono(name, seconds):
     assert abs(len(samples) / 16000 - seconds) < 0.1
     assert 0.01 < np.abs(samples).max() <= 1.0
     assert start == pytest.approx(0.0, abs=0.05)
+
+
+@pytest.mark.parametrize("name,shape,rate", [("speech_44k.wav", (991764, 1), 44100), ("talk_b.mp4", (221184, 2), 44100)])
+def test_output_track_keeps_the_files_rate_and_channels(name, shape, rate):
+    """What `infer` muxes into its MP4: the input as it is, the same length as the 16 kHz copy."""
+    samples, track_rate = load_audio_track(fixture_path(name))
+    assert samples.shape == shape and samples.dtype == np.float32 and track_rate == rate
+    if name.endswith(".wav"):
+        np.testing.assert_allclose(samples[:, 0], sf.read(fixture_path(name), dtype="float32")[0], atol=1e-4)
+    assert abs(len(samples) / rate - len(load_audio(fixture_path(name))[0]) / 16000) < 0.01
 
 
 def test_resampling_keeps_the_signal():
