@@ -2,14 +2,14 @@
 
 Every backend runs the network with BatchNorm folded into the convolutions (inference
 never updates the statistics, so a conv+BN pair is one conv with a new weight and bias).
-Measured on a 2-core Sapphire Rapids-class CPU (AVX-512, AMX), CPU ms per frame on one
-core, full width, batch 1: eager fp32 360 -> BN folded 340 -> channels_last 230 -> bf16
+Measured on the 2-core development CPU (AVX-512 with BF16), CPU ms per frame on one core,
+full width, batch 1: eager fp32 360 -> BN folded 340 -> channels_last 230 -> bf16
 130 -> `torch.compile` (frozen weights) 80 -> glibc keeping freed memory 51 (mobile width:
 133 -> 27). bench/infer_unet.py prints the full table. What that says about the network:
 
-* ~4.9 GMAC a frame at full width, 90 % in 1x1 convs, which AMX makes cheap; the time
-  goes to moving 85 M activations a frame, and the 30 depthwise convs (6 % of the MACs,
-  AVX512-BF16, no AMX) take 45 % of the conv time. So what pays is fewer bytes and passes:
+* ~4.9 GMAC a frame at full width, 90 % in 1x1 convs, which bf16 dot products make
+  cheap; the time goes to moving 85 M activations a frame, and the 30 depthwise convs
+  (6 % of the MACs, memory-bound) take 45 % of the conv time. So what pays is fewer bytes and passes:
   channels_last (no reorders around oneDNN), bf16 (half the bytes), compile with frozen
   weights (pre-packed weights; bias, ReLU and residual adds fused into the convs), and no
   page faults (`keep_freed_memory`). Tiling the 320x320 blocks into stripes did not help.

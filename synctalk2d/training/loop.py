@@ -46,7 +46,7 @@ class Runtime:
     """Where training runs: device, mixed precision, and this process's place in DDP."""
 
     device: torch.device
-    amp_dtype: torch.dtype | None = None  # autocast dtype (CUDA; bf16 on AMX CPUs), None: fp32
+    amp_dtype: torch.dtype | None = None  # autocast dtype (CUDA; bf16 on CPUs with AVX512-BF16 or AMX), None: fp32
     rank: int = 0
     world_size: int = 1
     num_workers: int = 0

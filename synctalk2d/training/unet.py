@@ -65,7 +65,7 @@ class ReferenceMaskedFrames(Dataset):
 class UNetStage(Stage):
     name = "unet"
     kind = "unet"
-    bf16_on_cpu = True  # 2.5x faster steps on AMX (see `setup_runtime`)
+    bf16_on_cpu = True  # 2.5x faster steps with AVX512-BF16 (see `setup_runtime`)
 
     def __init__(self, avatar: Avatar, config: TrainConfig, splits: Splits, runtime: Runtime):
         self.config = stage = config.unet
