@@ -88,9 +88,9 @@ def main() -> None:
         preprocess(args.video, root, show_progress=False)
         avatar = Avatar.open(root)
         # The unet stage needs the AVE features and a SyncNet: one step of each stage.
-        train(build_config(root, width="mobile", max_steps=1, device="cpu"), show_progress=False)
+        train(build_config(root, conditioning="audio", width="mobile", max_steps=1, device="cpu"), show_progress=False)
         for device in args.device:
-            config = build_config(root, device=device)
+            config = build_config(root, conditioning="audio", device=device)
             config.unet.min_sync_accuracy = 0.0  # time the full objective: a one-step SyncNet is at chance
             runtime = setup_runtime(device)
             results = {name: measure(stage, avatar, runtime, args.steps) for name, stage in stages(avatar, config, runtime)}

@@ -5,7 +5,7 @@ Layout (names are a contract between stages)::
     avatar.json       metadata; written last, so its presence means "complete"
     frames/           full frames, ``{index:06d}.jpg`` (random access by index)
     landmarks.npy     float32 (N, 68, 2), iBUG 68-point, full-frame pixel coordinates
-    boxes.npy         float32 (N, 4), square crop boxes x1, y1, x2, y2 (full-frame pixels)
+    boxes.npy         int32 (N, 4), square crop boxes x1, y1, x2, y2 (full-frame pixels)
     crops.npy         uint8 (N, 328, 328, 3) RGB face crops, memory-mappable (training cache)
     audio.wav         16 kHz mono PCM, exactly N / 25 seconds long
     mel.npy           float32 (T, 80) log-mel frames at 80 per second (see audio.mel)

@@ -86,7 +86,8 @@ def preprocess(
 @command
 def train(
     avatar: Path = typer.Option(..., "--avatar", help="Avatar directory written by `synctalk2d preprocess`."),
-    stage: Optional[str] = typer.Option(None, "--stage", help="Run only this stage: audio-encoder (or features), syncnet, unet."),
+    conditioning: Optional[str] = typer.Option(None, "--conditioning", help="mouth (default): predicted lip shapes pick real mouths of the avatar (seconds to train); audio: the reference U-Net on audio features (hours, ideally on a GPU). A re-run keeps the avatar's."),
+    stage: Optional[str] = typer.Option(None, "--stage", help="Run only this stage: mouth; or audio-encoder (or features), syncnet, unet."),
     feature_type: str = typer.Option("ave", "--feature-type", help="Audio features: ave, hubert or wenet."),
     width: str = typer.Option("full", "--width", help="U-Net width: full or mobile (about 4x faster)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs per stage (default: each stage's own)."),
@@ -99,20 +100,39 @@ def train(
     hubert_model: Optional[Path] = typer.Option(None, "--hubert-model", help="HuBERT model directory (with --feature-type hubert)."),
     wenet_model: Optional[Path] = typer.Option(None, "--wenet-model", help="WeNet encoder .onnx (with --feature-type wenet)."),
     vgg_weights: Optional[Path] = typer.Option(None, "--vgg-weights", help="VGG19 weights for the perceptual loss (default: torch hub cache)."),
+    mouth_prior: Optional[Path] = typer.Option(None, "--mouth-prior", help="Mouth-motion prior to adapt (default: the one shipped with synctalk2d; see `synctalk2d mouth-prior`)."),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Steps between resumable checkpoints (default 200)."),
     seed: int = typer.Option(0, "--seed", help="Seed for initialisation, data order and augmentation."),
     debug: bool = DebugOption,
 ) -> None:
-    """Train an avatar: audio encoder, lip-sync expert, then the U-Net; re-run to resume."""
+    """Train an avatar: its mouth-motion model (default), or audio encoder, lip-sync expert and U-Net (--conditioning audio); re-run to resume."""
     from synctalk2d.training.train import build_config, train as run_train
 
     config = build_config(
-        avatar, stage=stage, feature_type=feature_type, width=width, epochs=epochs, max_steps=max_steps, minutes=minutes,
+        avatar, conditioning=conditioning, stage=stage, feature_type=feature_type, width=width, epochs=epochs, max_steps=max_steps, minutes=minutes,
         batch_size=batch_size, holdout_seconds=holdout_seconds, device=device, audio_encoder_weights=audio_encoder_weights,
-        hubert_model=hubert_model, wenet_model=wenet_model, vgg_weights=vgg_weights, checkpoint_every=checkpoint_every, seed=seed,
+        hubert_model=hubert_model, wenet_model=wenet_model, vgg_weights=vgg_weights, mouth_prior=mouth_prior, checkpoint_every=checkpoint_every, seed=seed,
     )
     run_train(config)
     console.print(f"[green]trained[/green] {avatar}")
+
+
+@command
+def mouth_prior(
+    videos: list[Path] = typer.Argument(..., help="Talking clips (videos with their own speech), or folders of them."),
+    workdir: Path = typer.Option(Path("mouth-pool"), "--workdir", help="Where the clips are preprocessed (reused on the next run)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Where to write the prior (default: the one shipped inside the package)."),
+    debug: bool = DebugOption,
+) -> None:
+    """Train the speaker-independent mouth-motion prior that `train` adapts to each avatar."""
+    from synctalk2d.training.mouth import PRIOR_PATH, build_prior
+
+    files = sorted(p for v in videos for p in (v.iterdir() if v.is_dir() else [v]) if p.suffix.lower() in {".mp4", ".mov", ".mkv", ".webm"})
+    if not files:
+        raise UserError("no video files (.mp4, .mov, .mkv, .webm) among the given paths")
+    path = output or PRIOR_PATH
+    build_prior(files, workdir, path)
+    console.print(f"[green]wrote[/green] {path} (trained on {len(files)} clips)")
 
 
 BackendOption = typer.Option("auto", "--backend", help="U-Net runtime: auto, torch or onnx.")

@@ -92,7 +92,22 @@ def trained_avatar(talk_b_avatar, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("trained") / "talk_b"
     shutil.copytree(talk_b_avatar.root, root)
-    train(build_config(root, width="mobile", max_steps=3, batch_size=2, holdout_seconds=1.0), show_progress=False)
+    train(build_config(root, conditioning="audio", width="mobile", max_steps=3, batch_size=2, holdout_seconds=1.0), show_progress=False)
+    return Avatar.open(root)
+
+
+@pytest.fixture(scope="session")
+def mouth_avatar(talk_b_avatar, tmp_path_factory):
+    """talk_b trained with the default mouth conditioning (the shipped prior adapted to it,
+    seconds on a CPU), last second held out."""
+    import shutil
+
+    from synctalk2d.avatar import Avatar
+    from synctalk2d.training.train import build_config, train
+
+    root = tmp_path_factory.mktemp("mouth") / "talk_b"
+    shutil.copytree(talk_b_avatar.root, root)
+    train(build_config(root, conditioning="mouth", holdout_seconds=1.0), show_progress=False)
     return Avatar.open(root)
 
 

@@ -30,6 +30,7 @@ from synctalk2d.avatar import CROP_SIZE, FPS
 from synctalk2d.errors import UserError
 from synctalk2d.evaluation import metrics
 from synctalk2d.face.crop import crop_face, model_crop
+from synctalk2d.face.lip_shape import aperture
 from synctalk2d.face.landmarks import FaceTracker
 from synctalk2d.inference.lipsync import SAMPLES_PER_FRAME, LipSync
 from synctalk2d.inference.schedule import frame_schedule
@@ -37,9 +38,9 @@ from synctalk2d.media.audio import SAMPLE_RATE
 from synctalk2d.media.writer import VideoWriter
 from synctalk2d.models.checkpoint import load_syncnet
 from synctalk2d.progress import progress_bar
-from synctalk2d.training.config import Splits
 
 MAX_SYNC_OFFSET = 5  # frames searched either way by the SyncNet offset search
+LAGS = 10  # mouth-opening correlation is reported at lags -10..+10 frames
 PREVIEW_HEIGHT = 720
 
 
@@ -75,11 +76,12 @@ def evaluate(avatar_dir: str | Path, preview: str | Path | None = None, silence_
     lipsync = LipSync(avatar_dir, **runtime)
     avatar = lipsync.avatar
     settings = json.loads((avatar.root / "train.json").read_text()) if (avatar.root / "train.json").is_file() else {}
-    splits = Splits.of(avatar.info.num_frames, settings.get("holdout_seconds", 0.0), settings.get("val_fraction", 0.1))
-    tail = np.arange(splits.holdout.start, splits.holdout.stop)
+    if "holdout_frames" not in settings:
+        raise UserError(f"{avatar.root} has no train.json with a held-out tail; train it with --holdout-seconds 5")
+    tail = np.arange(*settings["holdout_frames"])  # what training recorded, never recomputed
     if len(tail) < FPS:
         raise UserError(f"{avatar.root} has no held-out tail to evaluate on; train it with --holdout-seconds 5")
-    used = splits.holdout.start
+    used = int(tail[0])
     wav, _ = sf.read(avatar.audio_path, dtype="float32")
     tail_wav = wav[tail[0] * SAMPLES_PER_FRAME : (tail[-1] + 1) * SAMPLES_PER_FRAME]
     features = lipsync.audio_features(tail_wav)[: len(tail)]
@@ -100,22 +102,49 @@ def evaluate(avatar_dir: str | Path, preview: str | Path | None = None, silence_
             if writer:
                 writer.write(_side_by_side(frame, real))
             bar.update(task, advance=1)
+        swapped = _swapped_audio_crops(lipsync, features, schedule, boxes, bar)
         silence = _silence_clips(lipsync, used, silence_seconds, bar)
 
     real_crops, real_landmarks = clips["real"].arrays()
-    syncnet = load_syncnet(avatar.root)
+    syncnet = load_syncnet(avatar.root) if lipsync.conditioning == "audio" else None  # the mouth conditioning trains no sync expert
     speech = {}
     for name, clip in clips.items():
         crops, landmarks = clip.arrays()
         speech[name] = _speech_metrics(crops, landmarks, real_crops, real_landmarks)
-        speech[name].update(_sync(syncnet, crops, features, lipsync.feature_type))
-    speech["real"] = {k: v for k, v in speech["real"].items() if k.startswith("sync")} | {"mouth_aperture_r": 1.0, "best_lag": 0}
-    return {
+        speech[name]["mouth_sharpness"] = metrics.mean_sharpness(crops, _mouth_regions(real_landmarks))
+        if syncnet is not None:
+            speech[name].update(_sync(syncnet, crops, features, lipsync.feature_type))
+    regions = _mouth_regions(real_landmarks)
+    speech["generated"]["audio_usage"] = metrics.mean_region_change(clips["generated"].arrays()[0], swapped, regions)
+    speech["unchanged"]["audio_usage"] = 0.0  # the same frames whatever the audio
+    speech["real"] = {k: v for k, v in speech["real"].items() if k.startswith("sync") or k == "mouth_sharpness"} | {"mouth_aperture_r": 1.0, "best_lag": 0}
+    report = {
         "avatar": str(avatar.root),
+        "conditioning": lipsync.conditioning,
         "held_out": {"first_frame": int(tail[0]), "frames": int(len(tail)), "seconds": len(tail) / FPS},
         "speech": speech,
         "silence": {name: _stillness(*clip.arrays()) for name, clip in silence.items()},
     }
+    if lipsync.conditioning == "mouth":  # the mouth model's own prediction: the ceiling for the render
+        wanted = aperture(features)
+        real = metrics.mouth_aperture(avatar.landmarks()[tail])
+        report["mouth_model"] = {"mouth_aperture_r": metrics.correlation_by_lag(wanted, real, 0)[0], "r_by_lag": metrics.correlation_by_lag(wanted, real, LAGS)}
+    for name in ("generated", "unchanged"):
+        generated_aperture = metrics.mouth_aperture(clips[name].arrays()[1])
+        speech[name]["r_by_lag"] = metrics.correlation_by_lag(generated_aperture, metrics.mouth_aperture(real_landmarks), LAGS)
+    return report
+
+
+def _swapped_audio_crops(lipsync: LipSync, features: np.ndarray, schedule: np.ndarray, boxes: np.ndarray, bar) -> np.ndarray:
+    """The held-out render again with each frame's audio conditioning taken from half the
+    clip away: how much the mouth changes is how much the render uses the audio."""
+    swapped = np.roll(features, len(features) // 2, axis=0)
+    crops = []
+    task = bar.add_task("swapped audio", total=len(schedule))
+    for k, frame in enumerate(lipsync.generator.frames(lipsync.chunks(swapped, schedule))):
+        crops.append(crop_face(frame, boxes[schedule[k]]))
+        bar.update(task, advance=1)
+    return np.stack(crops)
 
 
 def _silence_clips(lipsync: LipSync, used: int, seconds: float, bar) -> dict[str, Clip]:
@@ -182,6 +211,7 @@ def _stillness(crops: np.ndarray, landmarks: np.ndarray) -> dict:
     aperture = metrics.mouth_aperture(landmarks)
     return {
         "mouth_aperture_std": float(aperture.std()),
+        "mouth_aperture_robust_std": metrics.robust_std(aperture),
         "mouth_aperture_mean": float(aperture.mean()),
         "mouth_frame_change": metrics.mean_frame_change(grey),
     }

@@ -6,6 +6,7 @@ reused by `evaluate` for the generated video and for each baseline alike.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 from skimage.metrics import structural_similarity
 
@@ -31,16 +32,42 @@ def lagged_correlation(generated: np.ndarray, real: np.ndarray, max_lag: int = 3
     A positive lag means the generated signal trails the real one by that many frames.
     """
 
-    def r_at(lag: int) -> float:
-        a, b = (generated[lag:], real[: len(real) - lag]) if lag >= 0 else (generated[:lag], real[-lag:])
-        if len(a) < 3 or a.std() == 0 or b.std() == 0:
-            return float("nan") if a.std() == 0 or b.std() == 0 else 0.0
-        return float(np.corrcoef(a, b)[0, 1])
-
-    scores = {lag: r_at(lag) for lag in range(-max_lag, max_lag + 1)}
+    scores = correlation_by_lag(generated, real, max_lag)
     finite = {lag: r for lag, r in scores.items() if np.isfinite(r)}
     best = max(finite, key=lambda lag: (finite[lag], -abs(lag))) if finite else 0
     return scores[0], best
+
+
+def correlation_by_lag(generated: np.ndarray, real: np.ndarray, max_lag: int) -> dict[int, float]:
+    """Pearson r of two per-frame signals at every lag in [-max_lag, max_lag] (positive:
+    ``generated`` trails ``real``); nan where either side is constant."""
+    out = {}
+    for lag in range(-max_lag, max_lag + 1):
+        a, b = (generated[lag:], real[: len(real) - lag]) if lag >= 0 else (generated[:lag], real[-lag:])
+        out[lag] = float(np.corrcoef(a, b)[0, 1]) if len(a) >= 3 and a.std() > 0 and b.std() > 0 else float("nan")
+    return out
+
+
+def robust_std(values: np.ndarray) -> float:
+    """1.4826 x the median absolute deviation: the std of a normal signal, unmoved by the
+    few frames where the landmark detector slips (they dominate a plain std of a still mouth)."""
+    return float(1.4826 * np.median(np.abs(values - np.median(values))))
+
+
+def sharpness(image: np.ndarray) -> float:
+    """Variance of the Laplacian of a uint8 RGB region (grey levels squared): blur lowers it."""
+    grey = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
+    return float(cv2.Laplacian(grey, cv2.CV_64F).var())
+
+
+def mean_sharpness(crops: np.ndarray, regions: list[tuple[slice, slice]]) -> float:
+    """Mean `sharpness` of each crop's region."""
+    return float(np.mean([sharpness(c[r]) for c, r in zip(crops, regions)]))
+
+
+def mean_region_change(a: np.ndarray, b: np.ndarray, regions: list[tuple[slice, slice]]) -> float:
+    """Mean absolute difference (grey levels) between two crop sequences inside each frame's region."""
+    return float(np.mean([np.abs(x[r].astype(np.float32) - y[r].astype(np.float32)).mean() for x, y, r in zip(a, b, regions)]))
 
 
 def landmark_distance(generated: np.ndarray, real: np.ndarray) -> float:

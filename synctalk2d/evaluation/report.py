@@ -14,11 +14,14 @@ SPEECH_ROWS = [
     ("mouth_aperture_r", "mouth opening r", "vs real, lag 0; 1 is perfect"),
     ("best_lag", "best lag (frames)", "0 is in sync"),
     ("lmd_percent_face_width", "mouth LMD (% face width)", "lower is better"),
+    ("mouth_sharpness", "mouth sharpness", "variance of the Laplacian; near real is sharp"),
+    ("audio_usage", "audio usage", "grey levels the mouth changes when the audio is swapped; 0 ignores audio"),
     ("sync_confidence", "SyncNet confidence", "higher is better"),
     ("sync_offset", "SyncNet offset (frames)", "0 +- 1 is in sync"),
 ]
 SILENCE_ROWS = [
     ("mouth_aperture_std", "mouth opening std", "lower is stiller"),
+    ("mouth_aperture_robust_std", "mouth opening robust std", "1.48 x MAD: ignores landmark slips"),
     ("mouth_aperture_mean", "mouth opening mean", "near 0 is closed"),
     ("mouth_frame_change", "mouth frame-to-frame change", "grey levels; lower is stiller"),
 ]
@@ -39,6 +42,8 @@ def _table(title: str, rows, columns: dict[str, dict]) -> Table:
         table.add_column(name, justify="right", no_wrap=True)
     table.add_column("", style="dim")
     for key, label, hint in rows:
+        if all(values.get(key) is None for values in columns.values()):
+            continue  # a measure this avatar has no model for (e.g. SyncNet rows under mouth conditioning)
         table.add_row(label, *(_cell(values.get(key)) for values in columns.values()), hint)
     return table
 
@@ -49,5 +54,10 @@ def print_report(report: dict, console: Console | None = None) -> None:
     console = console or (Console() if sys.stdout.isatty() else Console(width=120))
     held = report["held_out"]
     console.print(f"[bold]{report['avatar']}[/bold]: held-out tail of {held['seconds']:.1f} s ({held['frames']} frames from frame {held['first_frame']})")
+    if "mouth_model" in report:
+        console.print(f"mouth model alone: mouth opening r {report['mouth_model']['mouth_aperture_r']:.3f} (the ceiling for the rendered r)")
     console.print(_table("Held-out speech (generated vs. baselines)", SPEECH_ROWS, report["speech"]))
+    lags = report["speech"]["generated"].get("r_by_lag")
+    if lags:
+        console.print("generated mouth opening r by lag (frames): " + "  ".join(f"{lag:+d}:{r:.2f}" for lag, r in lags.items()))
     console.print(_table("Silence (the mouth should stay closed and still)", SILENCE_ROWS, report["silence"]))

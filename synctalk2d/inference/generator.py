@@ -1,12 +1,14 @@
-"""The frame generator: (source frame indices, audio windows) in, finished frames out.
+"""The frame generator: (source frame indices, conditioning) in, finished frames out.
 
 It is driven chunk by chunk, so the same code renders a whole file (offline) or audio that
 arrives live (streaming, idle loops): the caller decides which avatar frames to draw on
-(`schedule`) and supplies the matching model-ready audio windows (`audio.windows`).
+(`schedule`) and supplies the matching conditioning: model-ready audio windows
+(`audio.windows`) for the U-Net, or reference frame indices for the mouth-shape renderer
+(`MouthGenerator`).
 
-Per chunk the U-Net runs once, batched, in the calling thread (its kernels use every core),
-while a small thread pool reads the full frames and pastes the generated faces back; those
-OpenCV calls release the GIL, so compositing overlaps the next chunk's model call.
+Per chunk the faces are drawn once, batched, in the calling thread (the U-Net's kernels use
+every core), while a small thread pool reads the full frames and pastes the faces back;
+those OpenCV calls release the GIL, so compositing overlaps the next chunk's drawing.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 from synctalk2d.avatar import Avatar
 from synctalk2d.face.blend import paste_face
 from synctalk2d.face.crop import mask_lower_face, model_crop
+from synctalk2d.inference.mouth import paste_mouth
 
 # images (B, 320, 320, 6) uint8 reference+masked, audio windows (B, C, H, W) -> faces (B, 320, 320, 3) uint8
 Predictor = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -28,7 +31,7 @@ Predictor = Callable[[np.ndarray, np.ndarray], np.ndarray]
 class FrameGenerator:
     """Renders lip-synced full frames of one avatar."""
 
-    def __init__(self, avatar: Avatar, predict: Predictor, workers: int = 2, color_match: bool = True):
+    def __init__(self, avatar: Avatar, predict: Predictor | None, workers: int = 2, color_match: bool = True):
         self.avatar = avatar
         self.predict = predict
         self.crops = avatar.crops()
@@ -42,18 +45,42 @@ class FrameGenerator:
         faces = model_crop(self.crops[frame_indices])
         return np.concatenate([faces, mask_lower_face(faces)], axis=-1)
 
+    def draw(self, frame_indices: np.ndarray, windows: np.ndarray) -> np.ndarray:
+        """(B, 320, 320, 3) uint8 faces for source frames ``frame_indices``."""
+        return self.predict(self.model_inputs(frame_indices), windows)
+
     def composite(self, frame_index: int, face: np.ndarray) -> np.ndarray:
         return paste_face(self.avatar.frame(frame_index), face, self.boxes[frame_index], color_match=self.color_match)
 
     def frames(self, chunks: Iterable[tuple[np.ndarray, np.ndarray]]) -> Iterator[np.ndarray]:
-        """Yield one RGB full frame per source index, in order, for each (indices, windows) chunk."""
+        """Yield one RGB full frame per source index, in order, for each (indices, conditioning) chunk."""
         with ThreadPoolExecutor(self.workers, thread_name_prefix="composite") as pool:
             pending: deque = deque()
-            for frame_indices, windows in chunks:
+            for frame_indices, conditioning in chunks:
                 frame_indices = np.asarray(frame_indices)
-                faces = self.predict(self.model_inputs(frame_indices), windows)
+                faces = self.draw(frame_indices, conditioning)
                 pending.extend(pool.submit(self.composite, int(i), face) for i, face in zip(frame_indices, faces))
                 while len(pending) > 2 * len(frame_indices):
                     yield pending.popleft().result()
             while pending:
                 yield pending.popleft().result()
+
+
+class MouthGenerator(FrameGenerator):
+    """Frames whose mouth is taken from a reference frame of the avatar (see `inference.mouth`):
+    the conditioning of each chunk is one reference frame index per source frame, and all
+    the work is the paste, done in the pool."""
+
+    def __init__(self, avatar: Avatar, landmarks: np.ndarray, workers: int = 2):
+        super().__init__(avatar, predict=None, workers=workers)
+        self.landmarks = landmarks  # (N, 68, 2) frame pixels
+
+    def draw(self, frame_indices: np.ndarray, references: np.ndarray) -> np.ndarray:
+        return references
+
+    def composite(self, frame_index: int, reference: int) -> np.ndarray:
+        side = float(self.boxes[frame_index][2] - self.boxes[frame_index][0])
+        target = self.avatar.frame(frame_index)
+        if reference == frame_index:
+            return target
+        return paste_mouth(target, self.landmarks[frame_index], self.avatar.frame(int(reference)), self.landmarks[reference], side)

@@ -1,9 +1,15 @@
 """A trained avatar loaded for rendering: models, audio features, frame generator.
 
 `LipSync` is loaded once and then renders any number of audio clips (offline files, a folder
-in batch mode, or live audio in chunks): the expensive parts (U-Net, audio encoder, crop
-cache) are shared, and everything per clip flows through `audio_windows` and the
-`FrameGenerator`.
+in batch mode, or live audio in chunks): the expensive parts (models, crop cache) are
+shared, and everything per clip flows through `audio_features`, `chunks` and the generator.
+
+Two conditionings, as the avatar was trained (``train --conditioning``):
+
+* ``mouth`` (default): the mouth model predicts a lip shape per frame and the mouth is taken
+  from the avatar frame with that shape (`inference.mouth`); "features" are wanted shapes
+  and the per-frame conditioning is a reference frame index;
+* ``audio``: the U-Net draws the mouth from audio-feature windows (the reference design).
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ from synctalk2d.audio.windows import feature_windows, to_model_window
 from synctalk2d.avatar import FPS, Avatar
 from synctalk2d.device import pick_device
 from synctalk2d.errors import UserError
-from synctalk2d.inference.generator import FrameGenerator
+from synctalk2d.inference.generator import FrameGenerator, MouthGenerator
+from synctalk2d.inference.mouth import MouthConditioning
 from synctalk2d.inference.runtime import UNetRunner
 from synctalk2d.media.audio import SAMPLE_RATE, fit_length
 from synctalk2d.models.checkpoint import load_audio_encoder, load_checkpoint, load_unet, trained_stem
@@ -37,26 +44,34 @@ def frame_count(num_samples: int) -> int:
 class LipSync:
     """Everything needed to make one avatar speak."""
 
-    def __init__(self, avatar_dir: str | Path, backend: str = "torch", precision: str = "auto", device: str = "auto", batch_size: int = 8):
+    def __init__(self, avatar_dir: str | Path, backend: str = "auto", precision: str = "auto", device: str = "auto", batch_size: int = 8):
         self.avatar = Avatar.open(avatar_dir)
+        self.batch_size = batch_size
+        settings = json.loads((self.avatar.root / "train.json").read_text()) if (self.avatar.root / "train.json").is_file() else {}
+        self.conditioning = settings.get("conditioning", "audio")  # avatars trained before mouth conditioning existed
+        if self.conditioning == "mouth":
+            self._check_matches_avatar("mouth")
+            self.feature_type = "mouth"
+            self.mouth = MouthConditioning(self.avatar, range(0, settings.get("holdout_frames", [len(self.avatar)])[0]))
+            self.generator = MouthGenerator(self.avatar, self.mouth.landmarks)
+            return
         self.unet = load_unet(self.avatar.root)
         self.feature_type = self.unet.config.feature_type
-        self._check_matches_avatar()
-        self.batch_size = batch_size
+        self._check_matches_avatar("unet")
         self.device = pick_device(device)
         onnx_model = self._exported_onnx() if backend == "onnx" else None
         self.runner = UNetRunner.from_model(self.unet, backend=backend, precision=precision, device=self.device, onnx_model=onnx_model)
         self._feature_models = self._load_feature_models()
         self.generator = FrameGenerator(self.avatar, self.runner)
 
-    def _check_matches_avatar(self) -> None:
+    def _check_matches_avatar(self, stage: str) -> None:
         """A checkpoint copied from another avatar would paste the wrong face: refuse it."""
-        state = load_checkpoint(trained_stem(self.avatar.root, "unet")).state
+        state = load_checkpoint(trained_stem(self.avatar.root, stage)).state
         trained_on = state.get("avatar")
         info = self.avatar.info
         if trained_on and (trained_on.get("created"), trained_on.get("num_frames")) != (info.created, info.num_frames):
             raise UserError(
-                f"the U-Net in {self.avatar.root} was trained on another avatar "
+                f"the {stage} model in {self.avatar.root} was trained on another avatar "
                 f"({trained_on.get('source')}, {trained_on.get('created')}); train this avatar again"
             )
 
@@ -86,6 +101,8 @@ class LipSync:
         """Per-frame features (N, ...) for 16 kHz mono ``wav``; N = ceil(seconds * 25)."""
         num_frames = frame_count(len(wav))
         padded = fit_length(wav, num_frames * SAMPLES_PER_FRAME)
+        if self.conditioning == "mouth":
+            return self.mouth.wanted_shapes(padded, num_frames)
         return extract_features(self.feature_type, padded, num_frames, device=self.device, **self._feature_models)
 
     def audio_windows(self, features: np.ndarray, indices: np.ndarray) -> np.ndarray:
@@ -93,7 +110,13 @@ class LipSync:
         return to_model_window(feature_windows(features, indices), self.feature_type)
 
     def chunks(self, features: np.ndarray, schedule: np.ndarray):
-        """(source frames, audio windows) per batch, for `FrameGenerator.frames`."""
+        """(source frames, conditioning) per batch, for the generator's ``frames``."""
+        if self.conditioning == "mouth":
+            pick = self.mouth.picker()  # one per clip: it remembers the last reference
+            for start in range(0, len(schedule), self.batch_size):
+                stop = min(start + self.batch_size, len(schedule))
+                yield schedule[start:stop], np.array([pick(features[i]) for i in range(start, stop)])
+            return
         for start in range(0, len(schedule), self.batch_size):
             indices = np.arange(start, min(start + self.batch_size, len(schedule)))
             yield schedule[indices], self.audio_windows(features, indices)

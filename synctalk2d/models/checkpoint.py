@@ -8,8 +8,9 @@ leaves either the old checkpoint or the new one, never a mix. ``stem.json`` is a
 human-readable copy of the record (without the optimizer part), written the same way.
 
 Inside an avatar directory the training stages keep ``checkpoints/<stage>/latest.*``
-(resume point) and ``checkpoints/<stage>/best.*`` (best validation loss); the loaders at
-the bottom turn those into eval-mode models for inference.
+(resume point) and ``checkpoints/<stage>/best.*`` (best validation loss of a trained step,
+never the untrained step 0; ``state.learned`` is false when that is merely the last step);
+the loaders at the bottom turn those into eval-mode models for inference.
 """
 
 from __future__ import annotations
@@ -156,10 +157,15 @@ def load_unet(avatar_root: str | Path) -> torch.nn.Module:
 
 def load_syncnet(avatar_root: str | Path) -> torch.nn.Module:
     """The avatar's trained lip-sync expert (`SyncNet` on feature windows), in eval mode."""
+    stem = trained_stem(avatar_root, "syncnet")
+    return syncnet_of(load_checkpoint(stem), stem)
+
+
+def syncnet_of(checkpoint: Checkpoint, stem: Path) -> torch.nn.Module:
+    """The `SyncNet` in an already loaded ``checkpoint``, in eval mode: for callers that also
+    read its record, so what they check (its accuracy) belongs to the weights they use."""
     from synctalk2d.models.syncnet import SyncNet, SyncNetConfig
 
-    stem = trained_stem(avatar_root, "syncnet")
-    checkpoint = load_checkpoint(stem)
     return _restore(SyncNet(_model_config(checkpoint, stem, "syncnet", SyncNetConfig)), checkpoint, stem)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from synctalk2d.avatar import FPS
 
+CONDITIONINGS = ("mouth", "audio")  # what drives the mouth: predicted lip shapes, or audio features into the U-Net
 FEATURE_TYPES = ("ave", "hubert", "wenet")
 WIDTHS = ("mobile", "full")
 
@@ -68,10 +69,21 @@ class UNetStageConfig(StageConfig):
 
 
 @dataclass
+class MouthStageConfig:
+    """Stage ``mouth``: adapting the shipped mouth-motion prior to the avatar (seconds on a CPU)."""
+
+    epochs: int = 30
+    lr: float = 5e-4
+    batch_size: int = 64
+    prior_weight: float = 1e-2  # L2 pull of every weight towards the prior's
+
+
+@dataclass
 class TrainConfig:
     """One ``synctalk2d train`` run (saved as ``train.json``)."""
 
     avatar: str
+    conditioning: str = "mouth"
     feature_type: str = "ave"
     width: str = "full"
     stage: str | None = None  # run only this stage
@@ -85,17 +97,21 @@ class TrainConfig:
     hubert_model: str | None = None
     wenet_model: str | None = None
     vgg_weights: str | None = None
+    mouth_prior: str | None = None  # None: the prior shipped with synctalk2d
     audio_encoder: AudioEncoderStageConfig = field(default_factory=AudioEncoderStageConfig)
     syncnet: SyncNetStageConfig = field(default_factory=SyncNetStageConfig)
     unet: UNetStageConfig = field(default_factory=UNetStageConfig)
+    mouth: MouthStageConfig = field(default_factory=MouthStageConfig)
 
     def stage_names(self) -> list[str]:
-        """The stages of this feature type, in order."""
+        """The stages of this conditioning and feature type, in order."""
+        if self.conditioning == "mouth":
+            return ["mouth"]
         first = "audio-encoder" if self.feature_type == "ave" else "features"
         return [first, "syncnet", "unet"]
 
-    def stage_config(self, name: str) -> StageConfig:
-        return {"audio-encoder": self.audio_encoder, "syncnet": self.syncnet, "unet": self.unet}[name]
+    def stage_config(self, name: str) -> StageConfig | MouthStageConfig:
+        return {"audio-encoder": self.audio_encoder, "syncnet": self.syncnet, "unet": self.unet, "mouth": self.mouth}[name]
 
     def override(self, batch_size: int | None = None, epochs: int | None = None, max_steps: int | None = None, checkpoint_every: int | None = None) -> None:
         """Apply the command line's per-stage options to every stage; with ``minutes`` and
@@ -108,7 +124,7 @@ class TrainConfig:
 
 
 # Share of ``--minutes`` per stage; a stage that finishes early leaves its time to the next.
-TIME_SHARES = {"audio-encoder": 0.20, "features": 0.0, "syncnet": 0.15, "unet": 0.65}
+TIME_SHARES = {"mouth": 0.05, "audio-encoder": 0.20, "features": 0.0, "syncnet": 0.15, "unet": 0.65}
 
 
 MIN_VAL_FRAMES = 20  # enough for off-sync negatives inside the validation block

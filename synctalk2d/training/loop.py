@@ -8,7 +8,10 @@ A stage (see `Stage`) only says what its model, data and loss are. `fit` does th
   ``latest`` checkpoint; the step budget is fixed up front, so a killed and resumed run
   ends at the same step as an uninterrupted one (and, thanks to the keyed sampler, sees
   the same batches);
-- validates every ``eval_every`` steps and at the end, keeping ``best`` by validation loss;
+- validates before the first step, every ``eval_every`` steps and at the end, keeping
+  ``best`` by validation loss among the trained steps: the untrained step 0 is only the bar
+  to beat, never ``best`` itself. A stage that never beats it keeps its last step as
+  ``best``, says so loudly and records ``learned: false``, for the stages and loaders after it;
 - under ``torchrun`` trains with DistributedDataParallel; only rank 0 validates, logs
   and writes, and rank 0 alone decides when to stop (broadcast), so ranks never disagree.
 """
@@ -108,7 +111,8 @@ class Stage:
     extra_config: dict[str, Any] = {}  # more for the checkpoint config (feature type, width)
     # bf16 autocast on AMX / AVX512-BF16 CPUs. The sync stages stay fp32: their in-sync and
     # off-sync cosines differ by little early on, and in bf16 they did not separate
-    # (talk_b, 24 steps: validation sync accuracy 53 % in bf16, 61 % in fp32).
+    # (talk_b, 24 steps: validation sync accuracy 53 % in bf16, 61 % in fp32). For the same
+    # reason the U-Net stage runs its frozen SyncNet in fp32 under any autocast.
     bf16_on_cpu: bool = False
     step: int = 0  # the current training step, kept up to date by the loop (for schedules)
 
@@ -135,6 +139,7 @@ class StageResult:
     val: dict[str, float] = field(default_factory=dict)  # at the last step
     best_val: dict[str, float] = field(default_factory=dict)  # of the kept ``best`` checkpoint
     start_val: dict[str, float] = field(default_factory=dict)  # before the first step: what training improved on
+    learned: bool = True  # whether a trained step beat ``start_val``'s loss (else ``best`` is the last step)
 
     def summary(self) -> str:
         parts = [f"{self.name}: {self.step} steps ({self.stopped_by} budget) in {self.seconds:.0f} s"]
@@ -145,11 +150,16 @@ class StageResult:
             parts.append("at step 0: " + ", ".join(_val_parts("val", self.start_val)))
         if self.best_val and self.best_val != self.val:
             parts.append("kept best: " + ", ".join(_val_parts("val", self.best_val)))
+        if not self.learned:
+            parts.append("did not learn (validation never beat step 0)")
         return ", ".join(parts)
 
 
+_VAL_LABELS = {"loss": "{} loss {:.4f}", "accuracy": "{} sync accuracy {:.1%}", "aperture_r": "{} mouth-opening r {:.3f}"}
+
+
 def _val_parts(prefix: str, metrics: dict[str, float]) -> list[str]:
-    return [f"{prefix} {k} {v:.4f}" if k != "accuracy" else f"{prefix} sync accuracy {v:.1%}" for k, v in metrics.items() if k in ("loss", "accuracy")]
+    return [_VAL_LABELS[k].format(prefix, v) for k, v in metrics.items() if k in _VAL_LABELS]
 
 
 def sync_metrics(audio: torch.Tensor, face: torch.Tensor, frames: torch.Tensor, min_offset: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -233,7 +243,7 @@ class Trainer:
             device_ids = [self.runtime.device.index] if self.runtime.device.type == "cuda" else None
             train_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
         self.writer = SummaryWriter(str(self.logdir), purge_step=self.step) if self.runtime.is_main else None
-        if self.runtime.is_main and self.step == 0:  # the starting point of the val curves
+        if self.runtime.is_main and self.step == 0:  # the starting point of the val curves, and the bar for `best`
             self.state["start_val"] = self._evaluate()
 
         stopped_by = "steps"
@@ -268,7 +278,12 @@ class Trainer:
         train = {k: sum(v) / len(v) for k, v in self.recent.items()}
         if self.runtime.is_main and (not val or self.step % self.config.eval_every):
             val = self._evaluate()
-        result = StageResult(self.stage.name, self.step, total, self.elapsed(), stopped_by, train, val, self.state.get("val", {}), self.state.get("start_val", {}))
+        if self.runtime.is_main and not self.state.get("learned"):
+            self._keep_last_as_best(val)
+        result = StageResult(
+            self.stage.name, self.step, total, self.elapsed(), stopped_by, train, val,
+            self.state.get("val", {}), self.state.get("start_val", {}), self.state.get("learned", False),
+        )  # fmt: skip
         if self.runtime.is_main:
             self.state.update(completed=True, result=asdict(result))
             self._save("latest")
@@ -340,7 +355,9 @@ class Trainer:
     @torch.no_grad()
     def _evaluate(self) -> dict[str, float]:
         """Means of the stage's metrics over the validation split, in eval mode after
-        calibrating BatchNorm; saves ``best`` when the loss improves."""
+        calibrating BatchNorm; saves ``best`` when the loss beats every earlier validation's,
+        step 0's included. Step 0 itself is never saved: an untrained ``best`` would pass
+        silently into the loaders, features and sync gate downstream."""
         started = time.monotonic()
         self._calibrate_batchnorm()
         self.model.eval()
@@ -358,11 +375,26 @@ class Trainer:
         val = {k: v / max(count, 1) for k, v in totals.items()}
         for k, v in val.items():
             self.writer.add_scalar(f"val/{k}", v, self.step)
-        if self.state["best_val"] is None or val["loss"] < self.state["best_val"]:
-            self.state.update(best_val=val["loss"], val=val)
+        if self.step == 0:
+            self.state["best_val"] = val["loss"]
+        elif val["loss"] < self.state["best_val"]:
+            self.state.update(best_val=val["loss"], val=val, learned=True)
             self._save("best")
         self.eval_seconds = time.monotonic() - started
         return val
+
+    def _keep_last_as_best(self, val: dict[str, float]) -> None:
+        """No trained step beat step 0's validation loss: keep the last step as ``best``
+        (trained, if no better), say so loudly, and record ``learned: false`` in both
+        checkpoints so later stages and gates can see it."""
+        start = self.state["start_val"]["loss"]
+        console.print(
+            f"[bold red]warning:[/bold red] {self.stage.name} did not learn: its validation loss never beat its untrained start "
+            f"({start:.4f} at step 0, {val['loss']:.4f} at step {self.step}); keeping step {self.step} as best",
+            soft_wrap=True,
+        )
+        self.state.update(best_val=val["loss"], val=val, learned=False)
+        self._save("best")
 
     def _save(self, name: str) -> None:
         """``latest`` carries the optimizer and loss scale for resuming; ``best`` only the model."""

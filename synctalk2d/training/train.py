@@ -1,5 +1,11 @@
 """`synctalk2d train`: run the stages in order, each resumable, within the run's budgets.
 
+With ``--conditioning mouth`` (the default) there is one stage:
+
+    mouth                        ->  checkpoints/mouth/     (speech -> lip shape, adapted from the prior)
+
+With ``--conditioning audio`` (the reference design):
+
     audio-encoder (or features)  ->  features/<type>.npy
     syncnet                      ->  checkpoints/syncnet/   (the frozen sync expert)
     unet                         ->  checkpoints/unet/      (the generator inference uses)
@@ -22,12 +28,12 @@ from synctalk2d.avatar import Avatar, write_json_atomic
 from synctalk2d.errors import UserError
 from synctalk2d.models.checkpoint import stage_dir
 from synctalk2d.progress import console
-from synctalk2d.training.config import FEATURE_TYPES, TIME_SHARES, WIDTHS, Splits, TrainConfig, resolve_path
+from synctalk2d.training.config import CONDITIONINGS, FEATURE_TYPES, TIME_SHARES, WIDTHS, Splits, TrainConfig, resolve_path
 from synctalk2d.training.loop import Runtime, StageResult, completed_result, setup_runtime
 
 MIN_TRAIN_FRAMES = 40  # room for 5-frame groups and negatives >= 5 frames away
 # Options that change the data or the features every later stage was trained on.
-_FIXED = ("feature_type", "holdout_seconds", "val_fraction")
+_FIXED = ("conditioning", "feature_type", "holdout_seconds", "val_fraction")
 
 
 def build_config(
@@ -38,10 +44,16 @@ def build_config(
     checkpoint_every: int | None = None,
     **options,
 ) -> TrainConfig:
-    """A `TrainConfig` from command-line style options: paths made absolute, and the
-    per-stage options (batch size, epochs, steps, checkpoint interval) applied to all stages."""
-    for key in ("audio_encoder_weights", "hubert_model", "wenet_model", "vgg_weights"):
+    """A `TrainConfig` from command-line style options: paths made absolute, the
+    per-stage options (batch size, epochs, steps, checkpoint interval) applied to all
+    stages, and an unset conditioning taken from the avatar's earlier run, if any."""
+    for key in ("audio_encoder_weights", "hubert_model", "wenet_model", "vgg_weights", "mouth_prior"):
         options[key] = resolve_path(options.get(key))
+    if options.get("conditioning") is None:  # resuming: what the avatar was trained with, else the default
+        options.pop("conditioning", None)
+        record = Path(avatar) / "train.json"
+        if record.is_file():
+            options["conditioning"] = json.loads(record.read_text()).get("conditioning", "audio")
     config = TrainConfig(avatar=str(Path(avatar).resolve()), **options)
     config.override(batch_size=batch_size, epochs=epochs, max_steps=max_steps, checkpoint_every=checkpoint_every)
     return config
@@ -89,7 +101,9 @@ def train(config: TrainConfig, show_progress: bool = True) -> list[StageResult]:
 
 
 def _run_stage(name: str, avatar: Avatar, config: TrainConfig, splits: Splits, runtime: Runtime, seconds: float | None, show_progress: bool) -> StageResult:
-    if name == "audio-encoder":
+    if name == "mouth":
+        from synctalk2d.training.mouth import run
+    elif name == "audio-encoder":
         from synctalk2d.training.audio_encoder import run
     elif name == "features":
         from synctalk2d.training.audio_encoder import run_features as run
@@ -112,6 +126,8 @@ def _already_done(name: str, root: Path, config: TrainConfig) -> StageResult | N
 
 
 def _check(config: TrainConfig) -> None:
+    if config.conditioning not in CONDITIONINGS:
+        raise UserError(f"--conditioning must be one of {', '.join(CONDITIONINGS)}, not {config.conditioning!r}")
     if config.feature_type not in FEATURE_TYPES:
         raise UserError(f"--feature-type must be one of {', '.join(FEATURE_TYPES)}, not {config.feature_type!r}")
     if config.width not in WIDTHS:
@@ -131,6 +147,7 @@ def _check(config: TrainConfig) -> None:
         ("--hubert-model", config.hubert_model),
         ("--wenet-model", config.wenet_model),
         ("--vgg-weights", config.vgg_weights),
+        ("--mouth-prior", config.mouth_prior),
     ):
         if path and not Path(path).exists():
             raise UserError(f"{option} {path} does not exist")
@@ -143,6 +160,7 @@ def _record(root: Path, config: TrainConfig, splits: Splits) -> dict:
     path = root / "train.json"
     previous = json.loads(path.read_text()) if path.is_file() else {}
     if previous and (root / "checkpoints").is_dir():
+        previous.setdefault("conditioning", "audio")  # avatars trained before there was a choice
         changed = [k for k in _FIXED if previous.get(k) != getattr(config, k)]
         if changed:
             was = ", ".join(f"{k}={previous.get(k)!r}" for k in changed)

@@ -14,12 +14,20 @@ draws is noise, and at full weight its gradient drowns the L1 signal (measured o
 
 An expert that cannot tell in-sync from off-sync pairs on its validation frames (accuracy
 below ``min_sync_accuracy``; typical when the video is short and it memorised its training
-frames) is not used at all: on speaker_20s (13.5 s of training video, SyncNet at 51 %)
-its gradient kept the U-Net's L1 at 0.20-0.22 for 168 steps, where L1 alone falls to 0.10
-in 40. The sync term is still logged, for comparison.
+frames), or whose stage never beat its untrained start (``learned: false``), is not used
+at all: on speaker_20s (13.5 s of training video, SyncNet at 51 %) its gradient kept the
+U-Net's L1 at 0.20-0.22 for 168 steps, where L1 alone falls to 0.10 in 40. The sync term
+is still logged, for comparison. The gate reads the record of the very checkpoint the
+stage loads, and the U-Net's checkpoints keep that record (config ``syncnet``).
+
+The frozen expert always runs in fp32, as it was trained and gated, even where the U-Net
+runs under bf16 autocast: in bf16 its in-sync and off-sync cosines do not separate (see
+`Stage.bf16_on_cpu`).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,7 +37,7 @@ from torch.utils.data import Dataset
 from synctalk2d.audio.windows import feature_windows, to_model_window
 from synctalk2d.avatar import Avatar
 from synctalk2d.face.crop import mask_lower_face
-from synctalk2d.models.checkpoint import load_checkpoint, load_syncnet, trained_stem
+from synctalk2d.models.checkpoint import load_checkpoint, syncnet_of, trained_stem
 from synctalk2d.models.perceptual import PerceptualLoss, load_vgg19
 from synctalk2d.models.syncnet import sync_loss
 from synctalk2d.models.unet import UNet, UNetConfig
@@ -73,9 +81,13 @@ class UNetStage(Stage):
         model_config = UNetConfig(feature_type=config.feature_type, width=config.width)
         self.model = UNet(model_config)
         self.model_config = model_config.to_dict()
-        self.extra_config = {"feature_type": config.feature_type, "width": config.width}
-        self.sync_weight = self._usable_sync_weight(avatar, runtime)
-        self.syncnet = _frozen(load_syncnet(avatar.root)).to(runtime.device, memory_format=torch.channels_last)
+        stem = trained_stem(avatar.root, "syncnet")
+        syncnet = load_checkpoint(stem)  # gated on and used: one record, one set of weights
+        self.sync_weight = self._usable_sync_weight(syncnet.state, runtime)
+        self.syncnet = _frozen(syncnet_of(syncnet, stem)).to(runtime.device, memory_format=torch.channels_last)
+        expert = {"checkpoint": stem.name, "step": syncnet.state.get("step"), "accuracy": syncnet.state.get("val", {}).get("accuracy"),
+                  "learned": syncnet.state.get("learned"), "sync_weight": self.sync_weight}  # fmt: skip
+        self.extra_config = {"feature_type": config.feature_type, "width": config.width, "syncnet": expert}
         vgg = load_vgg19(config.vgg_weights)
         if vgg is None:
             if runtime.is_main:
@@ -87,32 +99,45 @@ class UNetStage(Stage):
         self.train_set = ReferenceMaskedFrames(crops, features, config.feature_type, splits.train, stage.jitter, stage.flip)
         self.val_set = ReferenceMaskedFrames(crops, features, config.feature_type, splits.val)
 
-    def _usable_sync_weight(self, avatar: Avatar, runtime: Runtime) -> float:
-        """The configured sync weight, or 0 when the SyncNet is near chance on its
-        validation frames (see the module docstring)."""
-        accuracy = load_checkpoint(trained_stem(avatar.root, "syncnet")).state.get("val", {}).get("accuracy")
-        if accuracy is None or accuracy >= self.config.min_sync_accuracy:
+    def _usable_sync_weight(self, state: dict[str, Any], runtime: Runtime) -> float:
+        """The configured sync weight, or 0 when the SyncNet's record (``state`` of the
+        checkpoint this stage loads) says its verdict would be noise: it never beat its
+        untrained start, or it is near chance on its validation frames (see the module docstring)."""
+        accuracy = state.get("val", {}).get("accuracy")
+        if state.get("learned") is False or not state.get("step"):  # step 0: kept as best before `learned` existed
+            why = "did not learn (its validation loss never beat its untrained start)"
+        elif accuracy is None:
+            why = "has no validation accuracy (its stage has not finished)"
+        elif accuracy < self.config.min_sync_accuracy:
+            why = f"tells in-sync from off-sync pairs in only {accuracy:.0%} of its validation frames (< {self.config.min_sync_accuracy:.0%})"
+        else:
             return self.config.sync_weight
         if runtime.is_main:
             console.print(
-                f"unet: the SyncNet tells in-sync from off-sync pairs in only {accuracy:.0%} of its validation frames "
-                f"(< {self.config.min_sync_accuracy:.0%}), so its verdict would be noise: training without the sync loss "
+                f"unet: the SyncNet {why}, so its verdict would be noise: training without the sync loss "
                 "(more video, or a longer syncnet stage, fixes this)",
                 soft_wrap=True,
             )
         return 0.0
+
+    def sync_weight_at(self, step: int) -> float:
+        """The sync weight training uses at ``step``: the gated weight, ramped up linearly
+        over ``sync_warmup_steps`` (see the module docstring)."""
+        return self.sync_weight * min(1.0, step / max(1, self.config.sync_warmup_steps))
 
     def loss(self, model, batch):
         inputs, windows, target = batch
         predicted = model(inputs, windows)
         self.last_predicted = predicted[:4].detach()  # for `images`: no extra forward pass
         l1 = F.l1_loss(predicted, target)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.sync_weight > 0):  # logged either way
-            audio, face = self.syncnet(predicted, windows)
+        with (
+            torch.set_grad_enabled(torch.is_grad_enabled() and self.sync_weight > 0),  # logged either way
+            torch.autocast(predicted.device.type, enabled=False),  # fp32, as it was trained and gated
+        ):
+            audio, face = self.syncnet(predicted.float(), windows.float())
             sync, _ = sync_loss(audio, face, torch.ones(len(predicted), device=predicted.device))
         # validation always scores the full objective, so `best` is not biased to early steps
-        ramp = min(1.0, self.step / max(1, self.config.sync_warmup_steps)) if model.training else 1.0
-        sync_weight = self.sync_weight * ramp
+        sync_weight = self.sync_weight_at(self.step) if model.training else self.sync_weight
         loss = l1 + sync_weight * sync
         metrics = {"l1": l1.detach(), "sync": sync.detach(), "sync_weight": torch.tensor(sync_weight)}
         if self.perceptual is not None:

@@ -9,7 +9,8 @@ import sys
 import av
 import pytest
 
-SPEECH_KEYS = {"mouth_psnr_db", "mouth_ssim", "mouth_aperture_r", "best_lag", "lmd_percent_face_width", "sync_offset", "sync_confidence"}
+SPEECH_KEYS = {"mouth_psnr_db", "mouth_ssim", "mouth_aperture_r", "best_lag", "lmd_percent_face_width", "mouth_sharpness", "audio_usage", "r_by_lag"}
+SYNC_KEYS = {"sync_offset", "sync_confidence"}
 
 
 def run_cli(*args, timeout=900):
@@ -29,7 +30,9 @@ def test_report_covers_the_held_out_tail_and_both_baselines(evaluated):
     assert report["held_out"] == {"first_frame": 100, "frames": 25, "seconds": 1.0}
     speech = report["speech"]
     assert set(speech) == {"generated", "unchanged", "real"}
-    assert SPEECH_KEYS <= set(speech["generated"]) and SPEECH_KEYS <= set(speech["unchanged"])
+    assert SPEECH_KEYS | SYNC_KEYS <= set(speech["generated"]) and SPEECH_KEYS | SYNC_KEYS <= set(speech["unchanged"])
+    assert set(speech["generated"]["r_by_lag"]) == {str(lag) for lag in range(-10, 11)}
+    assert speech["unchanged"]["audio_usage"] == 0.0 and speech["generated"]["audio_usage"] >= 0
     for name in ("generated", "unchanged"):
         values = speech[name]
         assert math.isfinite(values["mouth_psnr_db"]) and 0 < values["mouth_psnr_db"] < 60
@@ -62,7 +65,8 @@ def test_avatar_without_holdout_is_a_clear_error(trained_avatar, tmp_path):
     root = tmp_path / "avatar"
     shutil.copytree(trained_avatar.root, root)
     record = json.loads((root / "train.json").read_text())
-    (root / "train.json").write_text(json.dumps({**record, "holdout_seconds": 0.0}))
+    end = record["num_frames"]
+    (root / "train.json").write_text(json.dumps({**record, "holdout_seconds": 0.0, "holdout_frames": [end, end]}))
     result = run_cli("evaluate", "--avatar", root)
     assert result.returncode == 1
     assert "--holdout-seconds" in result.stderr and "Traceback" not in result.stderr
@@ -81,7 +85,22 @@ def test_demo_end_to_end_with_a_tiny_budget(tmp_path):
         seconds = float(audio.duration * audio.time_base)
     assert abs(frames - math.ceil(seconds * 25)) <= 1 and 11 < seconds < 13, "the bundled 12 s speech"
     assert "demo video:" in result.stderr + result.stdout and "mouth PSNR" in result.stdout
-    assert (workdir / "avatar" / "checkpoints" / "unet" / "best.safetensors").is_file()
+    assert (workdir / "avatar" / "checkpoints" / "mouth" / "best.safetensors").is_file()
     again = run_cli("demo", "--workdir", workdir, "--minutes", "0.2")
     assert again.returncode == 0, again.stderr
-    assert again.stderr.count("already trained") == 3
+    assert (again.stderr + again.stdout).count("already trained") == 1
+
+
+def test_mouth_conditioned_avatar_reports_why(mouth_avatar):
+    """The mouth model's own r (the render's ceiling), r by lag, sharpness against the real
+    mouths, and audio usage: swapping the audio changes a mouth-conditioned render."""
+    from synctalk2d.evaluation.evaluate import evaluate
+
+    report = evaluate(mouth_avatar.root, show_progress=False)
+    assert report["conditioning"] == "mouth"
+    assert -1 <= report["mouth_model"]["mouth_aperture_r"] <= 1 and len(report["mouth_model"]["r_by_lag"]) == 21
+    generated, real = report["speech"]["generated"], report["speech"]["real"]
+    assert SPEECH_KEYS <= set(generated) and not SYNC_KEYS & set(generated)
+    assert generated["audio_usage"] > 1.0, "the rendered mouth depends on the audio"
+    assert generated["mouth_sharpness"] > 0.5 * real["mouth_sharpness"], "real mouths, not a blur"
+    assert report["silence"]["generated"]["mouth_aperture_std"] < report["silence"]["unchanged"]["mouth_aperture_std"]

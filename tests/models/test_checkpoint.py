@@ -67,3 +67,20 @@ def test_checkpoint_of_another_model_is_a_clear_error(tmp_path):
     save_checkpoint(tmp_path / "checkpoints" / "unet" / "best", model, {"kind": "toy", "model": {}})
     with pytest.raises(UserError, match="holds a 'toy' model"):
         load_unet(tmp_path)
+
+
+def test_syncnet_of_a_loaded_record_is_the_syncnet_load_syncnet_returns(tmp_path):
+    """`syncnet_of` builds the model from a record already read (the U-Net stage gates on
+    that record's accuracy), the same weights `load_syncnet` loads."""
+    from synctalk2d.models.checkpoint import syncnet_of, trained_stem
+    from synctalk2d.models.syncnet import SyncNet, SyncNetConfig
+
+    torch.manual_seed(0)
+    config = SyncNetConfig(feature_type="ave")
+    save_checkpoint(tmp_path / "checkpoints" / "syncnet" / "best", SyncNet(config), {"kind": "syncnet", "model": config.to_dict()}, state={"step": 8})
+    stem = trained_stem(tmp_path, "syncnet")
+    checkpoint = load_checkpoint(stem)
+    model, loaded = syncnet_of(checkpoint, stem), load_syncnet(tmp_path)
+    assert checkpoint.state["step"] == 8 and not model.training
+    for key, value in loaded.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key

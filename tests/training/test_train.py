@@ -17,7 +17,8 @@ import torch
 from safetensors.torch import load_file
 
 from synctalk2d.audio.ave import ave_features
-from synctalk2d.models.checkpoint import load_audio_encoder, load_checkpoint, load_syncnet, load_unet
+from synctalk2d.models.checkpoint import load_audio_encoder, load_checkpoint, load_syncnet, load_unet, save_checkpoint, trained_stem
+from synctalk2d.training.data import to_device
 from synctalk2d.training.train import build_config, train
 
 STEPS = {"audio-encoder": 16, "syncnet": 24, "unet": 16}
@@ -30,8 +31,9 @@ BATCH = {"audio-encoder": 4, "syncnet": 16, "unet": 2}  # the syncnet batch is w
 
 
 def quick_config(root, **options):
-    """Mobile width, small batches, every step logged: fast enough for CI on 2 cores."""
-    config = build_config(root, width="mobile", device="cpu", num_workers=0, **options)
+    """The audio conditioning's three stages at mobile width, small batches, every step
+    logged: fast enough for CI on 2 cores."""
+    config = build_config(root, conditioning="audio", width="mobile", device="cpu", num_workers=0, **options)
     for name, stage in (("audio-encoder", config.audio_encoder), ("syncnet", config.syncnet), ("unet", config.unet)):
         stage.max_steps = stage.max_steps or STEPS[name]
         stage.batch_size = BATCH[name]
@@ -65,6 +67,32 @@ def run_cli(*args, timeout=300, **popen):
 def state(root, stage):
     path = root / "checkpoints" / stage / "latest.json"
     return json.loads(path.read_text())["state"] if path.is_file() else {}
+
+
+def set_syncnet_record(root, accuracy):
+    """Give the kept SyncNet a learned record with this validation accuracy: the gate's
+    input under the test's control, whatever a few CPU training steps reached."""
+    best = root / "checkpoints" / "syncnet" / "best"
+    checkpoint = load_checkpoint(best)
+    checkpoint.state["val"]["accuracy"] = accuracy
+    checkpoint.state["learned"] = True
+    save_checkpoint(best, load_syncnet(root), checkpoint.config, state=checkpoint.state)
+
+
+def unet_stage(root, monkeypatch):
+    """The U-Net stage as `train` builds it on ``root`` (without VGG19), and what it printed."""
+    from synctalk2d.avatar import Avatar
+    from synctalk2d.training.config import Splits
+    from synctalk2d.training.loop import setup_runtime
+    from synctalk2d.training.unet import UNetStage
+
+    monkeypatch.setenv("TORCH_HOME", str(root.parent / "empty_torch_home"))
+    config = quick_config(root)
+    splits = Splits.of(125, config.holdout_seconds, config.val_fraction)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        stage = UNetStage(Avatar.open(root), config, splits, setup_runtime("cpu", 0, config.seed))
+    return stage, err.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -113,11 +141,57 @@ def test_audio_encoder_loss_goes_down(trained, tmp_path):
     assert len(losses) == 30 and last < first - 0.05, f"audio-encoder: loss {first:.4f} -> {last:.4f}"
 
 
-def test_unet_sync_weight_ramps_up(trained):
-    """The sync term is switched on gradually (0 at the first step, rising linearly)."""
-    root, *_ = trained
-    _, weights = scalars(root, "unet", "train/sync_weight")
-    assert weights[0] == 0 and np.all(np.diff(weights) > 0) and weights[-1] <= 10
+def test_unet_sync_weight_ramps_up(trained, tmp_path, monkeypatch):
+    """With a SyncNet above the gate the sync weight is 0 at the first step and rises
+    linearly to the configured weight over ``sync_warmup_steps``; the gate reads the record
+    of the SyncNet the stage loads. The fixture's U-Net logged that same schedule, scaled
+    by whatever its own gate decided."""
+    root = _copy_without(trained[0], tmp_path, "unet")
+    set_syncnet_record(root, accuracy=0.9)
+    stage, _ = unet_stage(root, monkeypatch)
+    full, warmup = stage.config.sync_weight, stage.config.sync_warmup_steps
+    assert stage.sync_weight == full == 10 and stage.extra_config["syncnet"]["accuracy"] == 0.9
+    for key, value in load_syncnet(root).state_dict().items():
+        assert torch.equal(stage.syncnet.state_dict()[key], value), key
+    weights = [stage.sync_weight_at(step) for step in range(warmup + 10)]
+    assert weights[0] == 0 and np.all(np.diff(weights[: warmup + 1]) > 0) and weights[warmup:] == [full] * 10
+    assert weights[warmup // 2] == pytest.approx(full / 2)
+
+    gate = load_checkpoint(trained[0] / "checkpoints" / "unet" / "latest").config["syncnet"]["sync_weight"]
+    _, logged = scalars(trained[0], "unet", "train/sync_weight")
+    assert logged == pytest.approx([gate * min(1.0, step / warmup) for step in range(STEPS["unet"])])
+
+
+def test_frozen_syncnet_runs_in_fp32_under_bf16_autocast(trained, monkeypatch):
+    """The U-Net may train under bf16 autocast; the frozen SyncNet judging it was trained
+    and gated in fp32 and runs so, on fp32 inputs, in training and in validation."""
+    stage, _ = unet_stage(trained[0], monkeypatch)
+    seen = []
+    stage.syncnet.register_forward_pre_hook(lambda module, inputs: seen.append((torch.is_autocast_enabled("cpu"), [x.dtype for x in inputs])))
+    batch = to_device([torch.stack(items) for items in zip(*(stage.val_set[i, (0, i)] for i in range(2)))], torch.device("cpu"))
+    for training in (True, False):
+        stage.model.train(training)
+        with torch.autocast("cpu", dtype=torch.bfloat16), torch.set_grad_enabled(training):
+            _, metrics = stage.loss(stage.model, batch)
+        assert stage.last_predicted.dtype == torch.bfloat16, "the U-Net itself ran in bf16"
+        assert metrics["sync"].dtype == torch.float32
+    assert seen == [(False, [torch.float32, torch.float32])] * 2
+
+
+def test_best_is_a_trained_step_and_the_unet_gates_on_the_syncnet_it_loads(trained):
+    """``best`` is never the untrained step-0 model (a stage that never beat it keeps its
+    last step and says so), and the SyncNet record the U-Net's gate read, kept in the
+    U-Net's checkpoint, is that of the checkpoint `load_syncnet` loads."""
+    root, results, log, _ = trained
+    for result in results:
+        best = load_checkpoint(root / "checkpoints" / result.name / "best").state
+        assert best["step"] > 0 and best["learned"] == result.learned and best["val"] == result.best_val, result.name
+        if not result.learned:
+            assert best["step"] == result.step and f"{result.name} did not learn" in log
+    syncnet = load_checkpoint(trained_stem(root, "syncnet")).state
+    gate = load_checkpoint(root / "checkpoints" / "unet" / "best").config["syncnet"]
+    assert (gate["checkpoint"], gate["step"], gate["accuracy"], gate["learned"]) == ("best", syncnet["step"], syncnet["val"]["accuracy"], syncnet["learned"])
+    assert gate["sync_weight"] == (10.0 if syncnet["learned"] and gate["accuracy"] >= 0.6 else 0.0)
 
 
 def test_syncnet_learns_sync_above_chance(trained):
@@ -185,7 +259,7 @@ def test_changed_holdout_is_refused(trained):
 
 
 def test_untrained_avatar_is_a_clear_error(talk_b_avatar):
-    result = run_cli("train", "--avatar", talk_b_avatar.root, "--stage", "unet", "--max-steps", "1")
+    result = run_cli("train", "--avatar", talk_b_avatar.root, "--conditioning", "audio", "--stage", "unet", "--max-steps", "1")
     assert result.returncode == 1
     assert "run `synctalk2d train --avatar" in result.stderr and "Traceback" not in result.stderr
 
@@ -262,20 +336,34 @@ def test_pretrained_audio_encoder_weights_are_loaded(trained, tmp_path, talk_b_a
     np.testing.assert_allclose(np.load(root / "features" / "ave.npy"), expected, rtol=1e-4, atol=1e-5)
 
 
-def test_syncnet_at_chance_is_not_used_for_the_unet(trained, tmp_path):
+def test_syncnet_at_chance_is_not_used_for_the_unet(trained, tmp_path, monkeypatch):
     """A SyncNet whose validation accuracy is near chance gives no sync loss (its gradient
-    would be noise), says so, and the term is still logged."""
-    from synctalk2d.models.checkpoint import load_checkpoint, load_syncnet, save_checkpoint
-
+    would be noise), and the stage says so."""
     root = _copy_without(trained[0], tmp_path, "unet")
-    best = root / "checkpoints" / "syncnet" / "best"
-    checkpoint = load_checkpoint(best)
-    checkpoint.state["val"]["accuracy"] = 0.52
-    save_checkpoint(best, load_syncnet(root), checkpoint.config, state=checkpoint.state)
-    (result,), log = train_logged(quick_config(root, stage="unet", max_steps=3))
+    set_syncnet_record(root, accuracy=0.52)
+    stage, log = unet_stage(root, monkeypatch)
     assert "only 52% of its validation frames" in log and "training without the sync loss" in log
+    assert stage.sync_weight == 0 and stage.extra_config["syncnet"]["accuracy"] == 0.52
+
+
+def test_stage_that_never_beats_its_start_keeps_its_last_step_and_says_so(trained, tmp_path, monkeypatch):
+    """At lr 0 no step can beat the untrained validation loss: ``best`` is then the last
+    step, never step 0, the stage warns and records ``learned: false``, and the U-Net
+    trains without that SyncNet's sync loss (still logging the term)."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no_torch_home"))
+    root = _copy_without(trained[0], tmp_path, "syncnet", "unet")
+    config = quick_config(root, stage="syncnet", max_steps=2)
+    config.syncnet.lr, config.syncnet.batch_size, config.syncnet.eval_every = 0.0, 4, 1
+    (result,), log = train_logged(config)
+    assert "warning: syncnet did not learn: its validation loss never beat its untrained start" in log
+    best = load_checkpoint(root / "checkpoints" / "syncnet" / "best").state
+    assert best["step"] == result.step == 2 and best["learned"] is False and state(root, "syncnet")["learned"] is False
+    assert not result.learned and "did not learn" in result.summary()
+
+    (result,), log = train_logged(quick_config(root, stage="unet", max_steps=2))
+    assert "the SyncNet did not learn" in log and "training without the sync loss" in log
     _, weights = scalars(root, "unet", "train/sync_weight")
-    assert weights == [0.0, 0.0, 0.0] and result.train["sync"] > 0
+    assert weights == [0.0, 0.0] and result.train["sync"] > 0
 
 
 def test_vgg_weights_add_the_perceptual_term(trained, tmp_path):

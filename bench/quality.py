@@ -1,0 +1,188 @@
+"""Lip-sync quality of the mouth conditioning, as JSON on stdout.
+
+    python bench/quality.py [--workdir DIR] [--minutes 30] [--skip-render] [--skip-mouth]
+
+1. ``mouth_model``: the speaker-independent prior scored leave-one-speaker-out on every
+   speaking clip of ``../shared/data/mouth-pool`` and ``../shared/fixtures``: for each
+   speaker a prior is trained on all *other* speakers (`train_prior`, the same code as
+   `synctalk2d mouth-prior`) and its mouth-opening r is measured on that speaker's clips.
+   Per-avatar adaptation is scored on each clip's last 30 % after adapting on its first
+   70 % (prior-only r on the same tail next to it).
+2. ``rendered``: for speaker_20s and mimictalk_german_20s, the default
+   ``synctalk2d train --minutes M --holdout-seconds 5`` with a prior that never saw that
+   speaker, then `synctalk2d evaluate`: rendered r against the mouth model's own r, silence
+   stillness, mouth sharpness, PSNR/SSIM against the unchanged frames. PNG strips of
+   generated and real mouths go to ``DIR/<clip>/mouths.png`` for a person to look at.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from synctalk2d.avatar import Avatar
+from synctalk2d.evaluation.evaluate import evaluate
+from synctalk2d.models.checkpoint import save_checkpoint
+from synctalk2d.training.config import MouthStageConfig
+from synctalk2d.training.mouth import Clip, adapt, aperture_r, pool_clips, speaker_scale, train_prior
+from synctalk2d.training.train import build_config, train
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+POOL = sorted((SHARED / "data" / "mouth-pool").glob("*.mp4")) + [SHARED / "fixtures" / f for f in ("talk_a.mp4", "talk_b.mp4", "talk_c.mp4", "talk_d.mp4", "talk_e.mp4", "speaker_20s.mp4")]
+SAME_SPEAKER = {"pcavs_pose_source_741400163": "pcavs_audio_source_741400104"}  # per the pool's SOURCES.md
+RENDERED = ("speaker_20s", "mimictalk_german_20s")
+ADAPT_SHARE = 0.7
+
+
+def speaker(name: str) -> str:
+    return SAME_SPEAKER.get(name, name)
+
+
+def prior_without(clips: list[Clip], held_out: str) -> torch.nn.Module:
+    return train_prior([c for c in clips if speaker(c.name) != held_out])
+
+
+def tail_split(clip: Clip) -> tuple[Clip, Clip]:
+    cut = int(len(clip.shapes) * ADAPT_SHARE)
+    part = lambda s: Clip(clip.name, clip.windows[s], clip.shapes[s], clip.speech[s])  # noqa: E731
+    return part(slice(0, cut)), part(slice(cut, None))
+
+
+def score_mouth_model(clips: list[Clip]) -> dict:
+    stage = MouthStageConfig()
+    per_clip = {}
+    for held_out in sorted({speaker(c.name) for c in clips}):
+        prior = prior_without(clips, held_out)
+        for clip in (c for c in clips if speaker(c.name) == held_out):
+            head, tail = tail_split(clip)
+            mean = head.shapes.mean(axis=0)
+            own = copy.deepcopy(prior)  # the prior as shipped: the pool's average amount of movement
+            prior_r = aperture_r(own, clip, clip.shapes.mean(axis=0))
+            own.scale.copy_(speaker_scale(own, head.shapes, mean))  # what stage `mouth` does first
+            adapted, _ = adapt(own, head, mean, stage)
+            per_clip[clip.name] = {
+                "prior_r": prior_r,
+                "tail_prior_r": aperture_r(own, tail, mean),
+                "tail_adapted_r": aperture_r(adapted, tail, mean),
+            }
+    column = lambda key: float(np.mean([v[key] for v in per_clip.values()]))  # noqa: E731
+    return {
+        "clips": len(per_clip),
+        "speakers": len({speaker(n) for n in per_clip}),
+        "mean_r_leave_one_speaker_out": column("prior_r"),
+        "median_r": float(np.median([v["prior_r"] for v in per_clip.values()])),
+        "tail_mean_r_prior": column("tail_prior_r"),
+        "tail_mean_r_adapted": column("tail_adapted_r"),
+        "per_clip": per_clip,
+    }
+
+
+def mouth_strip(avatar: Avatar, report_dir: Path, video: Path) -> None:
+    """Generated (top) over real (bottom) mouths, every 5th held-out frame, as one PNG."""
+    import av
+
+    from synctalk2d.evaluation.metrics import mouth_box
+    from synctalk2d.face.crop import crop_face
+    from synctalk2d.face.lip_shape import crop_coordinates
+
+    boxes, landmarks = avatar.boxes(), avatar.landmarks()
+    settings = json.loads((avatar.root / "train.json").read_text())
+    start, stop = settings["holdout_frames"]
+    with av.open(str(video)) as container:
+        generated = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    points = crop_coordinates(landmarks, boxes)
+    x1, y1, x2, y2 = np.clip(mouth_box(np.median(points[start:stop], axis=0), margin=0.6), 0, 328)
+    rows = [[], []]
+    for k in range(0, min(len(generated), stop - start), 5):
+        real_index = start + k
+        for row, (frame, box) in enumerate(((generated[k], boxes[k]), (avatar.frame(real_index), boxes[real_index]))):
+            rows[row].append(cv2.resize(crop_face(frame, box)[y1:y2, x1:x2], (160, round(160 * (y2 - y1) / (x2 - x1)))))
+    strip = np.concatenate([np.concatenate(r, axis=1) for r in rows], axis=0)
+    cv2.imwrite(str(report_dir / "mouths.png"), cv2.cvtColor(strip, cv2.COLOR_RGB2BGR))
+
+
+def score_rendered(clips: list[Clip], workdir: Path, minutes: float) -> dict:
+    from synctalk2d.inference.lipsync import LipSync
+    from synctalk2d.inference.offline import render
+
+    out = {}
+    for name in RENDERED:
+        video = next(p for p in POOL if p.stem == name)
+        root = workdir / "rendered" / name
+        prior_path = workdir / "priors" / f"without_{name}.safetensors"
+        if not prior_path.is_file():
+            prior = prior_without(clips, speaker(name))
+            save_checkpoint(prior_path.with_suffix(""), prior, {"kind": "mouth", "model": prior.config.to_dict()}, state={"held_out_speaker": name})
+        if not Avatar(root).is_complete():
+            from synctalk2d.preprocess import preprocess
+
+            preprocess(video, root, show_progress=False)
+        started = time.monotonic()
+        train(build_config(root, conditioning="mouth", minutes=minutes, holdout_seconds=5.0, mouth_prior=str(prior_path)), show_progress=False)
+        train_seconds = time.monotonic() - started
+        report = evaluate(root, show_progress=False)
+        avatar = Avatar.open(root)
+        # the held-out tail's own audio rendered as `infer` does, for the PNG strip
+        tail_audio = workdir / "rendered" / f"{name}_tail.wav"
+        import soundfile as sf
+
+        wav, rate = sf.read(avatar.audio_path, dtype="float32")
+        start = report["held_out"]["first_frame"]
+        sf.write(tail_audio, wav[start * rate // 25 :], rate)
+        render(LipSync(root), tail_audio, root / "tail.mp4", start_frame=0, loop_back=False, show_progress=False)
+        mouth_strip(avatar, root, root / "tail.mp4")
+        speech, silence = report["speech"], report["silence"]
+        model_r = report["mouth_model"]["mouth_aperture_r"]
+        out[name] = {
+            "train_seconds": train_seconds,
+            "mouth_model_r": model_r,
+            "rendered_r": speech["generated"]["mouth_aperture_r"],
+            "rendered_over_model_r": speech["generated"]["mouth_aperture_r"] / model_r if model_r else None,
+            "unchanged_r": speech["unchanged"]["mouth_aperture_r"],
+            "best_lag": speech["generated"]["best_lag"],
+            "silence_aperture_std": silence["generated"]["mouth_aperture_std"],
+            "silence_aperture_std_unchanged": silence["unchanged"]["mouth_aperture_std"],
+            "silence_aperture_robust_std": silence["generated"]["mouth_aperture_robust_std"],
+            "silence_aperture_robust_std_unchanged": silence["unchanged"]["mouth_aperture_robust_std"],
+            "sharpness_over_real": speech["generated"]["mouth_sharpness"] / speech["real"]["mouth_sharpness"],
+            "sharpness_unchanged_over_real": speech["unchanged"]["mouth_sharpness"] / speech["real"]["mouth_sharpness"],
+            "mouth_psnr_db": speech["generated"]["mouth_psnr_db"],
+            "mouth_psnr_db_unchanged": speech["unchanged"]["mouth_psnr_db"],
+            "mouth_ssim": speech["generated"]["mouth_ssim"],
+            "mouth_ssim_unchanged": speech["unchanged"]["mouth_ssim"],
+            "audio_usage": speech["generated"]["audio_usage"],
+            "mouth_png": str(root / "mouths.png"),
+        }
+    out["mean_rendered_r"] = float(np.mean([out[n]["rendered_r"] for n in RENDERED]))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=Path("bench-quality"))
+    parser.add_argument("--minutes", type=float, default=30.0, help="the train budget of the rendered part (default: 30, as a user runs it)")
+    parser.add_argument("--skip-mouth", action="store_true")
+    parser.add_argument("--skip-render", action="store_true")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    started = time.monotonic()
+    clips = pool_clips(POOL, args.workdir / "pool")
+    result = {"machine": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads(), "pool_frames": int(sum(len(c.shapes) for c in clips))}
+    if not args.skip_mouth:
+        result["mouth_model"] = score_mouth_model(clips)
+    if not args.skip_render:
+        result["rendered"] = score_rendered(clips, args.workdir, args.minutes)
+    result["seconds"] = time.monotonic() - started
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

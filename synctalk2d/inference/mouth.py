@@ -1,0 +1,134 @@
+"""Rendering from mouth shapes: speech -> wanted lip shapes -> a real mouth of the avatar.
+
+1. `wanted_shapes`: the avatar's mouth model turns speech into a lip shape per frame; frames
+   the voice-activity rule calls silent get the avatar's rest shape, so pauses are still.
+2. `ReferencePicker`: for each frame, the avatar frame whose real lips are closest to the
+   wanted shape. It prefers to keep going along the recording from the reference it
+   picked last (in speech) or to hold it (in silence) while that stays within a margin of
+   the best match, so the mouth moves like the recording moves instead of flickering
+   between look-alikes.
+3. `paste_mouth`: that frame's mouth and chin, aligned to the target frame on the nose
+   and upper face contour, colour-matched and feathered in, warped from full frame to full
+   frame in one step. Every pixel of the mouth is a real pixel of the avatar: teeth and
+   lips stay as sharp as the recording.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+from synctalk2d.audio.speech_features import frame_windows, normalised_mel
+from synctalk2d.audio.vad import voice_activity
+from synctalk2d.face.lip_shape import lip_shapes
+from synctalk2d.training.mouth import load_avatar_mouth, predict_shapes
+
+ALIGN_POINTS = [1, 2, 3, 13, 14, 15, 27, 28, 29, 30, 31, 32, 33, 34, 35]  # move little when the jaw does
+MOUTH_REGION = list(range(2, 15)) + [31, 32, 33, 34, 35]  # cheeks at mouth level, jaw, under the nose
+FACE_OUTLINE = list(range(0, 17)) + [27]  # jaw contour and the top of the nose
+DILATE = 0.02  # of the face's crop-box side: the pasted region reaches this far past the landmark hull
+FEATHER = 0.03  # of the face's crop-box side: the blur that fades it into the target
+MARGIN = 0.6  # in stds of the opening: how much worse than the best a continuing reference may be
+OPENING_WEIGHT = 2.0  # in matching references, the opening counts twice as much as width and the rest
+MAX_COLOUR_SHIFT = 16.0  # grey levels: a larger mismatch is content, not lighting
+SMOOTHING = np.array([0.25, 0.5, 0.25])  # over the previous, this and the next frame's shape
+
+
+class MouthConditioning:
+    """One avatar's mouth model and reference bank."""
+
+    def __init__(self, avatar, frames: range):
+        self.avatar = avatar
+        self.model, self.mean_shape, self.rest_shape = load_avatar_mouth(avatar.root)
+        self.landmarks = avatar.landmarks()  # (N, 68, 2) frame pixels
+        shapes = lip_shapes(self.landmarks, avatar.boxes())
+        self.bank = np.arange(frames.start, frames.stop)
+        self.weights = np.ones(self.model.config.num_coefficients, np.float32)
+        self.weights[0] = OPENING_WEIGHT
+        self.bank_coefficients = self._coefficients(shapes[self.bank])
+
+    def _coefficients(self, shapes: np.ndarray) -> np.ndarray:
+        """The coordinates references are matched in: the shape change along the basis
+        (in the avatar's units), the opening weighted up by `OPENING_WEIGHT`."""
+        with torch.inference_mode():
+            change = torch.from_numpy((shapes - self.mean_shape).astype(np.float32))
+            return (self.model.coefficients(change) * self.model.scale).numpy() * self.weights
+
+    def wanted_shapes(self, wav: np.ndarray, num_frames: int) -> np.ndarray:
+        """(num_frames, 40) wanted lip shapes (see `face.lip_shape`) for 16 kHz mono ``wav``."""
+        shapes = predict_shapes(self.model, frame_windows(normalised_mel(wav), num_frames), self.mean_shape)
+        shapes[~voice_activity(wav, num_frames)] = self.rest_shape
+        padded = np.concatenate([shapes[:1], shapes, shapes[-1:]]) if len(shapes) else shapes
+        return sum(w * padded[i : i + len(shapes)] for i, w in enumerate(SMOOTHING)).astype(np.float32) if len(shapes) else shapes
+
+    def picker(self) -> "ReferencePicker":
+        return ReferencePicker(self.bank, self.bank_coefficients, MARGIN * float(self.model.scale[0]), self._coefficients(self.rest_shape[None])[0], self._coefficients)
+
+
+class ReferencePicker:
+    """Chooses a reference frame per output frame, one frame at a time (usable live)."""
+
+    def __init__(self, bank: np.ndarray, coefficients: np.ndarray, margin: float, rest: np.ndarray, project):
+        self.bank, self.coefficients, self.margin, self.rest, self.project = bank, coefficients, margin, rest, project
+        self.position = {int(f): i for i, f in enumerate(bank)}
+        self.previous: int | None = None  # index into bank
+
+    def __call__(self, shape: np.ndarray) -> int:
+        """The avatar frame to take the mouth from for the wanted (40,) lip ``shape``."""
+        wanted = self.project(shape[None])[0]
+        cost = np.linalg.norm(self.coefficients - wanted, axis=1)
+        best = int(np.argmin(cost))
+        if self.previous is not None:
+            resting = np.allclose(wanted, self.rest)
+            follow = [self.previous] if resting else [self.previous + 1, self.previous]
+            for candidate in follow:
+                if candidate < len(self.bank) and self.bank[candidate] == self.bank[self.previous] + (candidate - self.previous) and cost[candidate] <= cost[best] + self.margin:
+                    best = candidate
+                    break
+        self.previous = best
+        return int(self.bank[best])
+
+
+def paste_mouth(target: np.ndarray, target_points: np.ndarray, reference: np.ndarray, reference_points: np.ndarray, face_side: float) -> np.ndarray:
+    """Paste the mouth region of the ``reference`` frame onto the ``target`` frame (in place,
+    returned). Points are each frame's 68 landmarks in its own pixels; ``face_side`` is the
+    target's crop-box side, which sizes the feathering.
+
+    The reference is warped straight from its full frame onto the target frame, one
+    resampling, so the pasted mouth is as sharp as the recording; only the region's bounding
+    box is touched."""
+    matrix, _ = cv2.estimateAffinePartial2D(reference_points[ALIGN_POINTS], target_points[ALIGN_POINTS], method=cv2.LMEDS)
+    if matrix is None:
+        return target
+    moved = reference_points[MOUTH_REGION] @ matrix[:, :2].T + matrix[:, 2]
+    hull = cv2.convexHull(np.concatenate([target_points[MOUTH_REGION], moved]).astype(np.float32))[:, 0]
+    grow, blur = max(1, round(DILATE * face_side)), max(1, round(FEATHER * face_side))
+    h, w = target.shape[:2]
+    x1, y1 = np.floor(hull.min(axis=0)).astype(int) - 2 * grow - 3 * blur
+    x2, y2 = np.ceil(hull.max(axis=0)).astype(int) + 2 * grow + 3 * blur
+    x1, y1, x2, y2 = max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)
+    if x2 - x1 < 4 or y2 - y1 < 4:
+        return target
+    shift = matrix.copy()
+    shift[:, 2] -= (x1, y1)
+    warped = cv2.warpAffine(reference, shift, (x2 - x1, y2 - y1), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    region = np.zeros((y2 - y1, x2 - x1), np.uint8)
+    cv2.fillConvexPoly(region, np.round(hull - (x1, y1)).astype(np.int32), 1)
+    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))
+    region = cv2.dilate(region, disk)
+    patch = target[y1:y2, x1:x2]
+    # match the mean colour on a ring around the region, inside the face and above the mouth
+    # (cheeks beside the nose: skin in both frames, whatever the jaw does), so lighting
+    # cannot draw an edge
+    ring = cv2.dilate(region, disk) - region
+    face = np.zeros_like(region)
+    cv2.fillConvexPoly(face, np.round(cv2.convexHull(target_points[FACE_OUTLINE].astype(np.float32))[:, 0] - (x1, y1)).astype(np.int32), 1)
+    ring &= cv2.erode(face, disk)
+    ring[max(0, int(target_points[48:68, 1].min()) - y1) :] = 0
+    if ring.sum() > 20:
+        offset = np.subtract(cv2.mean(patch, ring)[:3], cv2.mean(warped, ring)[:3])
+        warped = cv2.add(warped, tuple(np.clip(offset, -MAX_COLOUR_SHIFT, MAX_COLOUR_SHIFT)) + (0,), dtype=cv2.CV_8U)
+    alpha = cv2.GaussianBlur(region.astype(np.float32), (0, 0), blur / 2)[..., None]
+    target[y1:y2, x1:x2] = (warped * alpha + patch * (1 - alpha) + 0.5).astype(np.uint8)
+    return target

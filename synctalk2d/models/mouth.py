@@ -1,0 +1,69 @@
+"""The mouth-motion model: a speech window in, the lip shape of one video frame out.
+
+Shapes are predicted as a few coefficients of a PCA basis of lip-shape *changes* (the
+deviation of a frame's lips from the speaker's mean shape, see `face.lip_shape`): the
+first components are opening and width, which is what speech moves. The network is a
+small 1-D convolution stack over the per-utterance normalised mel window of
+`audio.speech_features`, so it is speaker- and microphone-independent by construction
+and runs in well under a millisecond per frame on a CPU. The basis and its mean travel
+with the weights, so a checkpoint alone turns audio into lip coordinates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from synctalk2d.audio.mel import N_MELS
+from synctalk2d.audio.speech_features import WINDOW
+from synctalk2d.face.lip_shape import NUM_LIP_POINTS
+
+
+@dataclass
+class MouthModelConfig:
+    num_coefficients: int = 3  # opening, width, and one more: 90 % of how lips move in the pool
+    channels: int = 64
+    dropout: float = 0.3
+    window: int = WINDOW
+    n_mels: int = N_MELS
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "MouthModelConfig":
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+class MouthModel(nn.Module):
+    """(B, window, 80) normalised mel windows -> (B, K) lip-shape coefficients."""
+
+    def __init__(self, config: MouthModelConfig | None = None):
+        super().__init__()
+        self.config = config = config or MouthModelConfig()
+        c = config.channels
+        self.net = nn.Sequential(
+            nn.Dropout(0.1),
+            nn.Conv1d(config.n_mels, c, 5, stride=2, padding=2), nn.BatchNorm1d(c), nn.GELU(),
+            nn.Conv1d(c, c, 5, stride=2, padding=2), nn.BatchNorm1d(c), nn.GELU(),
+            nn.Conv1d(c, c, 3, stride=2, padding=1), nn.BatchNorm1d(c), nn.GELU(),
+            nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Dropout(config.dropout),
+            nn.Linear(c, config.num_coefficients),
+        )
+        # PCA basis of lip-shape changes (K, 40) and each coefficient's std in the training pool
+        self.register_buffer("basis", torch.zeros(config.num_coefficients, 2 * NUM_LIP_POINTS))
+        self.register_buffer("scale", torch.ones(config.num_coefficients))
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        """Coefficients in units of the pool's std per component."""
+        return self.net(windows.transpose(1, 2))
+
+    def shape_change(self, coefficients: torch.Tensor) -> torch.Tensor:
+        """(..., K) coefficients -> (..., 40) change from the speaker's mean lip shape."""
+        return (coefficients * self.scale) @ self.basis
+
+    def coefficients(self, change: torch.Tensor) -> torch.Tensor:
+        """(..., 40) lip-shape change -> (..., K) coefficients (the projection onto the basis)."""
+        return (change @ self.basis.T) / self.scale

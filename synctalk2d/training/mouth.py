@@ -1,0 +1,289 @@
+"""Stage ``mouth``: the audio -> lip-shape model, adapted to one avatar from the shipped prior.
+
+The prior (`models/weights/mouth_prior.safetensors`) was trained on many speakers by
+`train_prior` (`synctalk2d mouth-prior`). Adapting it to an avatar fine-tunes it on the
+avatar's own speech and lip landmarks with an L2 pull towards the prior's weights, so a
+few seconds of video cannot drag it far from what it knows about speech. The adapted model
+is kept only if it beats the prior on the avatar's validation block (mouth-opening
+correlation); otherwise the prior is kept and the run says so.
+
+Also recorded for rendering: the avatar's mean lip shape (what coefficients are relative
+to) and its rest shape (mean of the frames the voice-activity rule calls silent).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from synctalk2d.audio.speech_features import frame_windows, normalised_mel
+from synctalk2d.audio.vad import voice_activity
+from synctalk2d.avatar import Avatar, write_json_atomic
+from synctalk2d.errors import UserError
+from synctalk2d.face.lip_shape import aperture, lip_shapes
+from synctalk2d.models.checkpoint import save_checkpoint
+from synctalk2d.models.mouth import MouthModel, MouthModelConfig
+from synctalk2d.progress import console, progress_bar
+from synctalk2d.training.config import MouthStageConfig
+
+PRIOR_PATH = Path(__file__).resolve().parent.parent / "models" / "weights" / "mouth_prior.safetensors"
+INPUT_NOISE = 0.1  # std of Gaussian noise on the normalised mel during training
+MIN_REST_FRAMES = 8
+CV_FOLDS = 3  # blocks of the avatar that decide whether adaptation helps
+OPENING_WEIGHT = 3.0  # loss weight of the first coefficient (the opening) against 1 for the others
+
+
+@dataclass
+class PriorConfig:
+    """Training of the speaker-independent prior on a pool of clips."""
+
+    epochs: int = 20
+    lr: float = 2e-3
+    batch_size: int = 64
+    weight_decay: float = 1e-2
+    seed: int = 0
+
+
+@dataclass
+class Clip:
+    """One talking clip as the mouth model sees it."""
+
+    name: str
+    windows: np.ndarray  # (N, WINDOW, 80)
+    shapes: np.ndarray  # (N, 40) lip shapes
+    speech: np.ndarray  # (N,) voice activity
+
+    @classmethod
+    def of(cls, avatar: Avatar, frames: range | None = None) -> "Clip":
+        wav, _ = sf.read(avatar.audio_path, dtype="float32")
+        shapes = lip_shapes(avatar.landmarks(), avatar.boxes())
+        windows = frame_windows(normalised_mel(wav), len(shapes))
+        speech = voice_activity(wav, len(shapes))
+        frames = frames or range(len(shapes))
+        return cls(avatar.root.name, windows[frames.start : frames.stop], shapes[frames.start : frames.stop], speech[frames.start : frames.stop])
+
+
+def aperture_r(model: MouthModel, clip: Clip, mean_shape: np.ndarray) -> float:
+    """Correlation of the predicted and the real mouth opening over ``clip``."""
+    predicted = predict_shapes(model, clip.windows, mean_shape)
+    a, b = aperture(predicted), aperture(clip.shapes)
+    return float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else 0.0
+
+
+@torch.inference_mode()
+def predict_shapes(model: MouthModel, windows: np.ndarray, mean_shape: np.ndarray, batch: int = 512) -> np.ndarray:
+    """(N, 40) lip shapes for (N, WINDOW, 80) windows, around ``mean_shape``."""
+    model.eval()
+    coefficients = torch.cat([model(torch.from_numpy(windows[i : i + batch])) for i in range(0, len(windows), batch)]) if len(windows) else torch.zeros(0, model.config.num_coefficients)
+    return mean_shape + model.shape_change(coefficients).numpy()
+
+
+def fit(model: MouthModel, windows: np.ndarray, targets: np.ndarray, epochs: int, lr: float, batch_size: int, weight_decay: float = 0.0,
+        anchor: MouthModel | None = None, anchor_weight: float = 0.0, show_progress: bool = False, label: str = "mouth") -> float:
+    """Train ``model`` to map windows to coefficient ``targets`` (MSE with the opening
+    weighted up, noise on the input, one-cycle learning rate); with ``anchor``, an L2 pull
+    of the weights towards it.
+    Returns the last epoch's mean loss."""
+    x, y = torch.from_numpy(windows), torch.from_numpy(targets.astype(np.float32))
+    batch_size = min(batch_size, len(x))
+    steps_per_epoch = max(1, len(x) // batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=epochs * steps_per_epoch)
+    anchors = [p.detach().clone() for p in anchor.parameters()] if anchor is not None else []
+    weights = torch.ones(y.shape[1])
+    weights[0] = OPENING_WEIGHT
+    model.train()
+    loss_sum = 0.0
+    with progress_bar(show_progress) as bar:
+        task = bar.add_task(label, total=epochs)
+        for _ in range(epochs):
+            order, loss_sum = torch.randperm(len(x)), 0.0
+            for i in range(steps_per_epoch):
+                index = order[i * batch_size : (i + 1) * batch_size]
+                loss = torch.mean((model(x[index] + INPUT_NOISE * torch.randn_like(x[index])) - y[index]) ** 2 * weights)
+                if anchors:
+                    loss = loss + anchor_weight * sum(torch.sum((p - a) ** 2) for p, a in zip(model.parameters(), anchors))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                loss_sum += loss.item()
+            bar.update(task, advance=1)
+    model.eval()
+    return loss_sum / steps_per_epoch
+
+
+# -- the prior -----------------------------------------------------------------------
+
+
+def train_prior(clips: list[Clip], config: PriorConfig | None = None, model_config: MouthModelConfig | None = None, show_progress: bool = False) -> MouthModel:
+    """A speaker-independent prior from ``clips``: PCA of every clip's lip-shape changes
+    (each clip relative to its own mean shape), then the network on all clips pooled,
+    each clip's coefficients in units of that clip's own std, so that people who move
+    their lips a little count as much as those who move them a lot. The prior's ``scale``
+    is the mean of those stds: the movement it assumes for a speaker it knows nothing of."""
+    config, model_config = config or PriorConfig(), model_config or MouthModelConfig()
+    torch.manual_seed(config.seed)
+    changes = [c.shapes - c.shapes.mean(axis=0) for c in clips]
+    _, _, components = np.linalg.svd(np.concatenate(changes), full_matrices=False)
+    basis = components[: model_config.num_coefficients]
+    stds = [np.maximum((d @ basis.T).std(axis=0), 1e-6) for d in changes]
+    model = MouthModel(model_config)
+    model.basis.copy_(torch.from_numpy(basis))
+    model.scale.copy_(torch.from_numpy(np.mean(stds, axis=0)))
+    windows = np.concatenate([c.windows for c in clips])
+    targets = np.concatenate([(d @ basis.T) / std for d, std in zip(changes, stds)])
+    fit(model, windows, targets, config.epochs, config.lr, config.batch_size, config.weight_decay, show_progress=show_progress, label="mouth prior")
+    return model
+
+
+def speaker_scale(model: MouthModel, shapes: np.ndarray, mean_shape: np.ndarray) -> torch.Tensor:
+    """Each coefficient's std over one speaker's frames: how much this person moves their lips."""
+    coefficients = ((shapes - mean_shape) @ model.basis.numpy().T)
+    return torch.from_numpy(np.maximum(coefficients.std(axis=0), 1e-6).astype(np.float32))
+
+
+def pool_clips(videos: list[Path], workdir: Path, show_progress: bool = False) -> list[Clip]:
+    """Every video of the pool as a `Clip`, preprocessed into ``workdir/<name>`` once (later
+    calls reuse it). A video without a usable face or audio is skipped with a message."""
+    from synctalk2d.preprocess import preprocess
+
+    clips = []
+    for video in videos:
+        avatar = Avatar(Path(workdir) / Path(video).stem)
+        if not avatar.is_complete():
+            try:
+                preprocess(video, avatar.root, show_progress=show_progress)
+            except UserError as e:
+                console.print(f"[yellow]skipping {video}: {e}[/yellow]", soft_wrap=True)
+                continue
+        clips.append(Clip.of(avatar))
+    return clips
+
+
+def build_prior(videos: list[Path], workdir: Path, output: Path = PRIOR_PATH, config: PriorConfig | None = None, show_progress: bool = True) -> MouthModel:
+    """`synctalk2d mouth-prior`: preprocess the pool, train the prior on all of it, save it
+    to ``output`` (safetensors + a JSON record of the clips and settings)."""
+    config = config or PriorConfig()
+    clips = pool_clips(videos, workdir, show_progress)
+    if not clips:
+        raise UserError("none of the given videos could be used to train the mouth prior")
+    model = train_prior(clips, config, show_progress=show_progress)
+    record = {
+        "clips": [c.name for c in clips],
+        "frames": int(sum(len(c.shapes) for c in clips)),
+        "prior_config": asdict(config),
+        "note": "speaker-independent audio -> lip-shape prior; see MODEL_CARD.md beside this file",
+    }
+    output.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(output.with_suffix(""), model, {"kind": "mouth", "model": model.config.to_dict()}, state=record)
+    return model
+
+
+def load_mouth_model(stem: Path) -> tuple[MouthModel, dict]:
+    """A mouth model and its recorded state from a checkpoint written by `save_checkpoint`."""
+    from synctalk2d.models.checkpoint import _model_config, _restore, load_checkpoint
+
+    checkpoint = load_checkpoint(stem)
+    model = _restore(MouthModel(_model_config(checkpoint, stem, "mouth", MouthModelConfig)), checkpoint, stem)
+    return model, checkpoint.state
+
+
+def load_prior(path: Path = PRIOR_PATH) -> MouthModel:
+    if not path.is_file():
+        raise UserError(f"the mouth-motion prior {path} is missing; reinstall synctalk2d or run `synctalk2d mouth-prior`")
+    return load_mouth_model(path.with_suffix(""))[0]
+
+
+# -- the stage -----------------------------------------------------------------------
+
+
+def rest_shape_of(clip: Clip) -> np.ndarray:
+    """The lips at rest: the mean of the most closed quarter of the frames the voice-activity
+    rule calls silent (of all frames, when there are fewer than `MIN_REST_FRAMES` silent
+    ones). Only the closed ones, because a short pause is often a breath with the lips apart."""
+    silent = clip.shapes[~clip.speech]
+    pool = silent if len(silent) >= MIN_REST_FRAMES else clip.shapes
+    openings = aperture(pool)
+    return pool[openings <= np.percentile(openings, 25)].mean(axis=0)
+
+
+def adapt(prior: MouthModel, clip: Clip, mean_shape: np.ndarray, stage: MouthStageConfig, show_progress: bool = False) -> tuple[MouthModel, float]:
+    """A copy of ``prior`` fine-tuned on ``clip`` (L2 pull towards the prior); and its last loss."""
+    adapted = copy.deepcopy(prior)
+    targets = adapted.coefficients(torch.from_numpy(clip.shapes - mean_shape)).numpy()
+    loss = fit(adapted, clip.windows, targets, stage.epochs, stage.lr, stage.batch_size, anchor=prior, anchor_weight=stage.prior_weight, show_progress=show_progress, label="mouth (adapting the prior)")
+    return adapted, loss
+
+
+def run(avatar: Avatar, config, splits, runtime, seconds: float | None, show_progress: bool):
+    """Adapt the prior to ``avatar``, keeping the adapted model only if it predicts the
+    mouth opening of unseen stretches of the avatar better than the prior does, and save
+    it with the avatar's mean and rest lip shapes.
+
+    A short recording's validation block is a second or two, too little to decide on, so
+    the decision is cross-validated: the frames before the held-out tail are cut into
+    `CV_FOLDS` contiguous blocks, each scored by a model adapted on the others; the model
+    kept is then adapted on all of them."""
+    from synctalk2d.models.checkpoint import stage_dir
+    from synctalk2d.training.loop import StageResult
+
+    stage: MouthStageConfig = config.mouth
+    started = time.monotonic()
+    torch.manual_seed(config.seed)
+    prior = load_prior(Path(config.mouth_prior) if config.mouth_prior else PRIOR_PATH)
+    whole = Clip.of(avatar, range(0, splits.val.stop))
+    mean_shape = whole.shapes.mean(axis=0)
+    rest_shape = rest_shape_of(whole)
+    prior.scale.copy_(speaker_scale(prior, whole.shapes, mean_shape))  # this person's amount of movement
+
+    edges = np.linspace(0, len(whole.shapes), CV_FOLDS + 1).astype(int)
+    prior_rs, adapted_rs = [], []
+    for a, b in zip(edges[:-1], edges[1:]):
+        keep = np.r_[0:a, b : len(whole.shapes)]
+        block = Clip(whole.name, whole.windows[a:b], whole.shapes[a:b], whole.speech[a:b])
+        rest = Clip(whole.name, whole.windows[keep], whole.shapes[keep], whole.speech[keep])
+        prior_rs.append(aperture_r(prior, block, mean_shape))
+        adapted_rs.append(aperture_r(adapt(prior, rest, mean_shape, stage)[0], block, mean_shape))
+    prior_r, adapted_r = float(np.mean(prior_rs)), float(np.mean(adapted_rs))
+    learned = adapted_r > prior_r
+    model, loss = adapt(prior, whole, mean_shape, stage, show_progress) if learned else (prior, None)
+    if not learned:
+        console.print(
+            f"[yellow]mouth: adapting to this avatar did not beat the prior on unseen stretches of it "
+            f"(cross-validated mouth-opening r {adapted_r:.3f} vs {prior_r:.3f}); keeping the prior[/yellow]", soft_wrap=True)
+    result = StageResult(
+        "mouth", stage.epochs, stage.epochs, time.monotonic() - started, "steps",
+        train={"loss": loss} if loss is not None else {}, val={"aperture_r": adapted_r}, best_val={"aperture_r": max(adapted_r, prior_r)}, start_val={"aperture_r": prior_r},
+    )
+    state = {
+        "completed": True,
+        "result": asdict(result),
+        "learned": bool(learned),
+        "kept": "adapted" if learned else "prior",
+        "mean_shape": mean_shape.tolist(),
+        "rest_shape": rest_shape.tolist(),
+        "avatar": {"source": avatar.info.source, "created": avatar.info.created, "num_frames": avatar.info.num_frames},
+        "stage_config": asdict(stage),
+    }
+    if runtime.is_main:
+        directory = stage_dir(avatar.root, "mouth")
+        for name in ("best", "latest"):
+            save_checkpoint(directory / name, model, {"kind": "mouth", "model": model.config.to_dict()}, state=state)
+    return result
+
+
+def load_avatar_mouth(avatar_root: str | Path) -> tuple[MouthModel, np.ndarray, np.ndarray]:
+    """The avatar's mouth model, mean lip shape and rest lip shape (stage ``mouth``)."""
+    from synctalk2d.models.checkpoint import trained_stem
+
+    model, state = load_mouth_model(trained_stem(avatar_root, "mouth"))
+    return model, np.asarray(state["mean_shape"], np.float32), np.asarray(state["rest_shape"], np.float32)

@@ -1,0 +1,85 @@
+"""Rendering from mouth shapes: silence rests, the picked mouth follows the wanted shape,
+and the pasted mouth changes the frame where the mouth is and not above."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from synctalk2d.face.lip_shape import aperture, lip_shapes
+from synctalk2d.inference.lipsync import LipSync
+from synctalk2d.inference.mouth import paste_mouth
+from synctalk2d.media.audio import load_audio
+from tests.conftest import fixture_path
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def lipsync(mouth_avatar):
+    return LipSync(mouth_avatar.root)
+
+
+def test_silence_gives_the_rest_shape_and_one_still_reference(lipsync):
+    shapes = lipsync.audio_features(np.zeros(2 * 16000, np.float32))
+    np.testing.assert_allclose(shapes, np.repeat(lipsync.mouth.rest_shape[None], len(shapes), 0), atol=1e-6)
+    references = np.concatenate([refs for _, refs in lipsync.chunks(shapes, np.arange(len(shapes)) % 50)])
+    assert len(set(references.tolist())) == 1
+
+
+def test_picked_mouth_opens_when_the_wanted_shape_opens(lipsync, mouth_avatar):
+    shapes = lip_shapes(mouth_avatar.landmarks(), mouth_avatar.boxes())[lipsync.mouth.bank]
+    order = np.argsort(aperture(shapes))
+    closed, wide = shapes[order[0]], shapes[order[-1]]
+    picks = {}
+    for name, wanted in (("closed", closed), ("wide", wide)):
+        pick = lipsync.mouth.picker()
+        picks[name] = pick(wanted)
+    all_shapes = lip_shapes(mouth_avatar.landmarks(), mouth_avatar.boxes())
+    assert aperture(all_shapes[picks["wide"]]) > aperture(all_shapes[picks["closed"]]) + 0.5 * (aperture(wide) - aperture(closed))
+
+
+def test_pasted_mouth_changes_the_mouth_and_keeps_the_rest(lipsync, mouth_avatar):
+    landmarks, boxes = mouth_avatar.landmarks(), mouth_avatar.boxes()
+    shapes = lip_shapes(landmarks, boxes)
+    target, wide = int(np.argmin(aperture(shapes))), int(np.argmax(aperture(shapes)))
+    original = mouth_avatar.frame(target)
+    pasted = paste_mouth(original.copy(), landmarks[target], mouth_avatar.frame(wide), landmarks[wide], float(boxes[target][2] - boxes[target][0]))
+    change = np.abs(pasted.astype(np.float32) - original.astype(np.float32))
+    x1, y1 = landmarks[target][48:68].min(axis=0).astype(int)
+    x2, y2 = landmarks[target][48:68].max(axis=0).astype(int)
+    eyes_top = int(landmarks[target][36:48, 1].min())
+    assert change[y1:y2, x1:x2].mean() > 8  # the mouth is the wide one now
+    assert change[:eyes_top].max() == 0  # the eyes and everything above are untouched
+
+
+def test_speech_moves_the_rendered_mouth(lipsync):
+    speech, _ = load_audio(fixture_path("speech_44k.wav"))
+    shapes = lipsync.audio_features(speech[: 4 * 16000])
+    references = np.concatenate([refs for _, refs in lipsync.chunks(shapes, np.zeros(len(shapes), int))])
+    all_shapes = lip_shapes(lipsync.avatar.landmarks(), lipsync.avatar.boxes())
+    assert len(set(references.tolist())) > 10
+    assert np.corrcoef(aperture(all_shapes[references]), aperture(shapes))[0, 1] > 0.5
+
+
+def test_default_train_and_infer_from_the_command_line(talk_b_avatar, tmp_path):
+    """A user's first two commands: `train` (mouth conditioning by default) then `infer`."""
+    import shutil
+    import subprocess
+    import sys
+
+    import av
+
+    from tests.conftest import write_speech
+
+    root = tmp_path / "avatar"
+    shutil.copytree(talk_b_avatar.root, root)
+    trained = subprocess.run([sys.executable, "-m", "synctalk2d", "train", "--avatar", str(root)], capture_output=True, text=True, timeout=600)
+    assert trained.returncode == 0, trained.stderr
+    assert (root / "checkpoints" / "mouth" / "best.safetensors").is_file() and not (root / "checkpoints" / "unet").exists()
+    speech = write_speech(tmp_path / "hello.wav", seconds=2.0, silence_after=1.0)
+    out = tmp_path / "hello.mp4"
+    rendered = subprocess.run([sys.executable, "-m", "synctalk2d", "infer", "--avatar", str(root), "--audio", str(speech), "-o", str(out)], capture_output=True, text=True, timeout=600)
+    assert rendered.returncode == 0, rendered.stderr
+    with av.open(str(out)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 75

@@ -1,0 +1,66 @@
+"""Stage ``mouth`` on real fixture data: the shipped prior, adaptation, silence, the stage's record."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from synctalk2d.audio.vad import voice_activity
+from synctalk2d.face.lip_shape import aperture
+from synctalk2d.media.audio import load_audio
+from synctalk2d.models.checkpoint import trained_stem
+from synctalk2d.training.config import MouthStageConfig
+from synctalk2d.training.mouth import Clip, fit, load_prior, predict_shapes
+from tests.conftest import fixture_path
+
+pytestmark = pytest.mark.slow
+
+
+def test_shipped_prior_loads_and_predicts_a_lip_shape_per_frame(talk_b_avatar):
+    prior = load_prior()
+    clip = Clip.of(talk_b_avatar)
+    shapes = predict_shapes(prior, clip.windows, clip.shapes.mean(axis=0))
+    assert shapes.shape == clip.shapes.shape
+    assert np.isfinite(shapes).all()
+    # the opening it predicts follows the real one on a clip of real speech
+    assert np.corrcoef(aperture(shapes), aperture(clip.shapes))[0, 1] > 0.2
+
+
+def test_adaptation_lowers_the_error_on_real_landmarks(talk_b_avatar):
+    torch.manual_seed(0)
+    prior = load_prior()
+    clip = Clip.of(talk_b_avatar)
+    mean = clip.shapes.mean(axis=0)
+    targets = prior.coefficients(torch.from_numpy(clip.shapes - mean)).numpy()
+
+    def error(model):
+        return float(np.mean((predict_shapes(model, clip.windows, mean) - clip.shapes) ** 2))
+
+    adapted = copy.deepcopy(prior)
+    stage = MouthStageConfig()
+    fit(adapted, clip.windows, targets, stage.epochs, stage.lr, stage.batch_size, anchor=prior, anchor_weight=stage.prior_weight)
+    assert error(adapted) < 0.8 * error(prior)
+
+
+def test_voice_activity_follows_speech_and_pauses():
+    speech, _ = load_audio(fixture_path("speech_44k.wav"))
+    wav = np.concatenate([speech[: 3 * 16000], np.zeros(2 * 16000, np.float32), speech[3 * 16000 : 6 * 16000]])
+    active = voice_activity(wav, len(wav) // 640)
+    assert active[:75].mean() > 0.6  # speech
+    assert not active[85:125].any()  # the pause, after the hangover
+    assert active[125:].mean() > 0.6
+    assert not voice_activity(np.zeros(16000, np.float32), 25).any()
+
+
+def test_stage_records_shapes_and_whether_it_beat_the_prior(mouth_avatar):
+    state = json.loads(trained_stem(mouth_avatar.root, "mouth").with_suffix(".json").read_text())["state"]
+    assert state["completed"] and state["kept"] in ("adapted", "prior")
+    result = state["result"]
+    assert result["best_val"]["aperture_r"] == max(result["val"]["aperture_r"], result["start_val"]["aperture_r"])
+    rest, mean = np.array(state["rest_shape"]), np.array(state["mean_shape"])
+    assert rest.shape == mean.shape == (40,)
+    assert aperture(rest) < aperture(mean)  # at rest the mouth is more closed than on average
