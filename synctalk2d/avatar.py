@@ -143,9 +143,18 @@ class Avatar:
     def mel(self) -> np.ndarray:
         return np.load(self.mel_path)
 
-    def frame(self, index: int) -> np.ndarray:
-        """Full frame ``index`` as an (H, W, 3) uint8 RGB array."""
-        bgr = cv2.imread(str(self.frame_path(index)), cv2.IMREAD_COLOR)
+    def frame(self, index: int, width: int | None = None) -> np.ndarray:
+        """Full frame ``index`` as an (H, W, 3) uint8 RGB array, or scaled to ``width``
+        pixels wide (aspect kept). Scaling down decodes the JPEG at 1/2, 1/4 or 1/8 size
+        first, which is several times faster than decoding it whole."""
+        flags = cv2.IMREAD_COLOR
+        if width is not None and width < self.info.width:
+            factor = max((f for f in (1, 2, 4, 8) if self.info.width / f >= width), default=1)
+            flags = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}[factor]
+        bgr = cv2.imread(str(self.frame_path(index)), flags)
         if bgr is None:
             raise UserError(f"frame {index} of {self.root} is missing or unreadable")
+        if width is not None and bgr.shape[1] != width:
+            height = round(self.info.height * width / self.info.width)
+            bgr = cv2.resize(bgr, (width, height), interpolation=cv2.INTER_LINEAR)  # less than 2x left to shrink
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

@@ -227,5 +227,33 @@ def demo(
     console.print(f"[green]demo video:[/green] {result.video.output.resolve()} ({result.video.frames} frames)")
 
 
+@command
+def serve(
+    avatar: Path = typer.Option(..., "--avatar", help="A trained avatar directory."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface; set an API key then)."),
+    port: int = typer.Option(8000, "--port", help="TCP port."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="SYNCTALK2D_API_KEY", help="Require this key on every API call and stream (env SYNCTALK2D_API_KEY)."),
+    jobs_dir: Optional[Path] = typer.Option(None, "--jobs-dir", help="Where render jobs keep their files (default: a temporary directory)."),
+    job_workers: int = typer.Option(1, "--job-workers", help="Render jobs run at the same time."),
+    retention: float = typer.Option(3600.0, "--retention", help="Seconds a finished job's video is kept."),
+    max_sessions: int = typer.Option(4, "--max-sessions", help="Live streams served at once."),
+    max_upload_mb: float = typer.Option(50.0, "--max-upload-mb", help="Largest upload accepted."),
+    max_audio_seconds: float = typer.Option(600.0, "--max-audio-seconds", help="Longest audio a job renders."),
+    debug: bool = DebugOption,
+) -> None:
+    """Serve the avatar over HTTP: render jobs, a live WebSocket stream and a web page at /."""
+    import uvicorn
+
+    from synctalk2d.serving.app import ServerSettings, create_app
+
+    if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+        console.print(f"[yellow]warning:[/yellow] serving on {host} without --api-key: anyone who can reach this port can use it", soft_wrap=True)
+    settings = ServerSettings(api_key=api_key, jobs_dir=jobs_dir, job_workers=job_workers, retention=retention,
+                              max_sessions=max_sessions, max_upload_mb=max_upload_mb, max_audio_seconds=max_audio_seconds)
+    server_app = create_app(avatar, settings)
+    console.print(f"serving {avatar} on [bold]http://{host}:{port}/[/bold] (Ctrl+C stops)")
+    uvicorn.run(server_app, host=host, port=port, log_level="debug" if debug else "warning")
+
+
 if __name__ == "__main__":
     app()

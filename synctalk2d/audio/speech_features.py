@@ -1,25 +1,33 @@
-"""Speech features for the mouth model: per-utterance normalised log-mel, windowed per frame.
+"""Speech features for the mouth model: normalised log-mel, windowed per video frame.
 
 The mouth model must work for any speaker and microphone, so each mel band is normalised
-over the utterance (mean 0, std 1: loudness and channel colour drop out), and each video
-frame sees a window of mel frames reaching `PAST_SECONDS` back and at most
-`LOOKAHEAD_SECONDS` ahead (counting the STFT window's half width), so a live stream can
-render a frame once that little future audio has arrived.
+(mean 0, std 1: loudness and channel colour drop out). Each video frame sees a window of
+mel frames reaching `PAST_SECONDS` back and at most `LOOKAHEAD_SECONDS` ahead (counting the
+STFT window's half width), so a live stream can render a frame once that little future
+audio has arrived.
+
+Training normalises over a whole clip (`normalised_mel`). Rendering cannot wait for the
+whole utterance when it is live, so `SpeechFeatureStream` normalises each mel frame by the
+running statistics of the utterance so far, started from the avatar's own voice
+(`PRIOR_SECONDS` of weight); offline rendering runs the same stream over the whole file, so
+a file and a live stream of the same audio get the same features.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from synctalk2d.audio.mel import MEL_FPS, N_FFT, N_MELS, SAMPLE_RATE, melspectrogram
+from synctalk2d.audio.mel import HOP, MEL_FPS, N_FFT, N_MELS, SAMPLE_RATE, mel_frames, melspectrogram, preemphasis
 from synctalk2d.avatar import FPS
 
-LOOKAHEAD_SECONDS = 0.2  # the most future audio a frame may depend on
+LOOKAHEAD_SECONDS = 0.2  # future audio a frame depends on (up to 5 ms more where its time rounds up to the mel grid)
 PAST_SECONDS = 0.4
-_HALF_STFT = N_FFT / 2 / SAMPLE_RATE  # a mel frame hears this much beyond its centre
-MEL_AHEAD = int((LOOKAHEAD_SECONDS - _HALF_STFT) * MEL_FPS)  # 14 mel frames
+PRIOR_SECONDS = 2.0  # the avatar's voice statistics count as this much audio of the utterance
+_HALF_STFT = N_FFT // 2
+MEL_AHEAD = int((LOOKAHEAD_SECONDS - _HALF_STFT / SAMPLE_RATE) * MEL_FPS)  # 14 mel frames
 MEL_BEHIND = int(PAST_SECONDS * MEL_FPS)  # 32 mel frames
 WINDOW = MEL_BEHIND + 1 + MEL_AHEAD
+SAMPLES_PER_FRAME = SAMPLE_RATE // FPS
 
 
 def normalised_mel(wav: np.ndarray) -> np.ndarray:
@@ -30,13 +38,113 @@ def normalised_mel(wav: np.ndarray) -> np.ndarray:
     return ((mel - mel.mean(axis=0, keepdims=True)) / np.maximum(std, 1e-3)).astype(np.float32)
 
 
-def frame_windows(mel: np.ndarray, num_frames: int) -> np.ndarray:
-    """(num_frames, WINDOW, 80) float32: for video frame i, the mel frames from
-    ``MEL_BEHIND`` before its time i/25 to ``MEL_AHEAD`` after; frames beyond either end of
+def mel_centre(frame: np.ndarray | int) -> np.ndarray | int:
+    """The mel frame at video frame ``frame``'s time (frame / 25 s)."""
+    return np.round(np.asarray(frame) * MEL_FPS / FPS).astype(int)
+
+
+def frame_windows(mel: np.ndarray, num_frames: int, first: int = 0) -> np.ndarray:
+    """(num_frames, WINDOW, 80) float32: for video frames ``first...``, the mel frames from
+    ``MEL_BEHIND`` before the frame's time to ``MEL_AHEAD`` after; frames beyond either end of
     the audio repeat the edge frame."""
-    centres = np.round(np.arange(num_frames) * MEL_FPS / FPS).astype(int)
-    offsets = np.arange(-MEL_BEHIND, MEL_AHEAD + 1)
-    index = np.clip(centres[:, None] + offsets[None, :], 0, max(len(mel) - 1, 0))
     if len(mel) == 0:
         return np.zeros((num_frames, WINDOW, N_MELS), np.float32)
+    centres = mel_centre(np.arange(first, first + num_frames))
+    index = np.clip(centres[:, None] + np.arange(-MEL_BEHIND, MEL_AHEAD + 1)[None, :], 0, len(mel) - 1)
     return mel[index]
+
+
+class _Buffer:
+    """A growing float array with amortised O(1) appends."""
+
+    def __init__(self, width: int | None = None):
+        self.data = np.zeros((1024,) if width is None else (64, width), np.float32)
+        self.size = 0
+
+    def append(self, values: np.ndarray) -> None:
+        if self.size + len(values) > len(self.data):
+            grown = np.zeros((max(2 * len(self.data), self.size + len(values)), *self.data.shape[1:]), np.float32)
+            grown[: self.size] = self.data[: self.size]
+            self.data = grown
+        self.data[self.size : self.size + len(values)] = values
+        self.size += len(values)
+
+    def view(self) -> np.ndarray:
+        return self.data[: self.size]
+
+
+class SpeechFeatureStream:
+    """Mouth-model windows for one utterance, computed as its 16 kHz audio arrives.
+
+    `push` adds audio, `end` says no more will come; `take` returns the windows of the
+    video frames that became computable since the last call (a frame needs audio up to
+    `LOOKAHEAD_SECONDS` past its time, or the end of the utterance).
+    """
+
+    def __init__(self, prior_mean: np.ndarray, prior_std: np.ndarray):
+        weight = PRIOR_SECONDS * MEL_FPS
+        self._prior = (weight, weight * prior_mean.astype(np.float64), weight * (prior_std.astype(np.float64) ** 2 + prior_mean.astype(np.float64) ** 2))
+        self._sum, self._squares, self._count = self._prior[1].copy(), self._prior[2].copy(), self._prior[0]
+        self.samples = _Buffer()  # raw audio, for the voice-activity rule
+        self._emphasised = _Buffer()  # pre-emphasised, with half an STFT window of zeros in front
+        self._emphasised.append(np.zeros(_HALF_STFT, np.float32))
+        self._mel = _Buffer(N_MELS)  # normalised
+        self.frames_taken = 0
+        self.num_frames: int | None = None  # known once the utterance has ended
+
+    @property
+    def ended(self) -> bool:
+        return self.num_frames is not None
+
+    def push(self, samples: np.ndarray) -> None:
+        if self.ended:
+            raise ValueError("the utterance has ended")
+        samples = np.asarray(samples, np.float32)
+        previous = float(self.samples.view()[-1]) if self.samples.size else 0.0
+        self.samples.append(samples)
+        self._emphasised.append(preemphasis(samples, previous))  # mel frames wait for `take`: one call per batch of pushes
+
+    def end(self) -> None:
+        """No more audio: pad to whole video frames (as a file is), then the closing half window."""
+        if self.ended:
+            return
+        num_frames = -(-self.samples.size // SAMPLES_PER_FRAME)
+        padding = num_frames * SAMPLES_PER_FRAME - self.samples.size
+        if padding:
+            self.push(np.zeros(padding, np.float32))
+        self._emphasised.append(np.zeros(_HALF_STFT, np.float32))
+        self._compute_mel()
+        self.num_frames = num_frames
+
+    def _compute_mel(self) -> None:
+        emphasised = self._emphasised.view()
+        first, last = self._mel.size, (len(emphasised) - N_FFT) // HOP  # frames first..last are computable
+        if last < first:
+            return
+        mel = mel_frames(emphasised[first * HOP : last * HOP + N_FFT]).astype(np.float64)
+        # running statistics: frame t is normalised by the prior plus mel frames 0..t
+        sums = self._sum + np.cumsum(mel, axis=0)
+        squares = self._squares + np.cumsum(mel**2, axis=0)
+        counts = self._count + np.arange(1, len(mel) + 1)[:, None]
+        mean = sums / counts
+        std = np.sqrt(np.maximum(squares / counts - mean**2, 0.0))
+        self._mel.append(((mel - mean) / np.maximum(std, 1e-3)).astype(np.float32))
+        self._sum, self._squares, self._count = sums[-1], squares[-1], counts[-1, 0]
+
+    def ready_frames(self) -> int:
+        """How many video frames of this utterance can be computed now."""
+        self._compute_mel()
+        if self.ended:
+            return self.num_frames
+        # frame i needs mel frame centre(i) + MEL_AHEAD; centres grow by 3.2 per frame
+        available = self._mel.size - 1 - MEL_AHEAD
+        count = max(0, int(available * FPS / MEL_FPS))
+        while mel_centre(count) <= available:
+            count += 1
+        return count
+
+    def take(self) -> tuple[int, np.ndarray]:
+        """(index of the first frame, (n, WINDOW, 80) windows) of the frames ready since the last call."""
+        first, ready = self.frames_taken, self.ready_frames()
+        self.frames_taken = max(ready, first)
+        return first, frame_windows(self._mel.view(), self.frames_taken - first, first)

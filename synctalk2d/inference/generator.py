@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
+import cv2
 import numpy as np
 
 from synctalk2d.avatar import Avatar
@@ -31,8 +32,9 @@ Predictor = Callable[[np.ndarray, np.ndarray], np.ndarray]
 class FrameGenerator:
     """Renders lip-synced full frames of one avatar."""
 
-    def __init__(self, avatar: Avatar, predict: Predictor | None, workers: int = 2, color_match: bool = True):
+    def __init__(self, avatar: Avatar, predict: Predictor | None, workers: int = 2, color_match: bool = True, width: int | None = None):
         self.avatar = avatar
+        self.width = width  # output frames this wide (aspect kept), or the avatar's own size
         self.predict = predict
         self.crops = avatar.crops()
         self.boxes = avatar.boxes()
@@ -49,8 +51,15 @@ class FrameGenerator:
         """(B, 320, 320, 3) uint8 faces for source frames ``frame_indices``."""
         return self.predict(self.model_inputs(frame_indices), windows)
 
+    def frame(self, frame_index: int) -> np.ndarray:
+        """Source frame ``frame_index`` at the output size, untouched (an idle frame)."""
+        return self.avatar.frame(frame_index, self.width)
+
     def composite(self, frame_index: int, face: np.ndarray) -> np.ndarray:
-        return paste_face(self.avatar.frame(frame_index), face, self.boxes[frame_index], color_match=self.color_match)
+        frame = paste_face(self.avatar.frame(frame_index), face, self.boxes[frame_index], color_match=self.color_match)
+        if self.width is None or self.width == frame.shape[1]:
+            return frame
+        return cv2.resize(frame, (self.width, round(frame.shape[0] * self.width / frame.shape[1])), interpolation=cv2.INTER_AREA)
 
     def frames(self, chunks: Iterable[tuple[np.ndarray, np.ndarray]]) -> Iterator[np.ndarray]:
         """Yield one RGB full frame per source index, in order, for each (indices, conditioning) chunk."""
@@ -71,16 +80,17 @@ class MouthGenerator(FrameGenerator):
     the conditioning of each chunk is one reference frame index per source frame, and all
     the work is the paste, done in the pool."""
 
-    def __init__(self, avatar: Avatar, landmarks: np.ndarray, workers: int = 2):
-        super().__init__(avatar, predict=None, workers=workers)
-        self.landmarks = landmarks  # (N, 68, 2) frame pixels
+    def __init__(self, avatar: Avatar, landmarks: np.ndarray, workers: int = 2, width: int | None = None):
+        super().__init__(avatar, predict=None, workers=workers, width=width)
+        self.landmarks = landmarks  # (N, 68, 2) full-frame pixels
 
     def draw(self, frame_indices: np.ndarray, references: np.ndarray) -> np.ndarray:
         return references
 
     def composite(self, frame_index: int, reference: int) -> np.ndarray:
-        side = float(self.boxes[frame_index][2] - self.boxes[frame_index][0])
-        target = self.avatar.frame(frame_index)
+        target = self.frame(frame_index)
         if reference == frame_index:
             return target
-        return paste_mouth(target, self.landmarks[frame_index], self.avatar.frame(int(reference)), self.landmarks[reference], side)
+        scale = target.shape[1] / self.avatar.info.width  # the paste works at the output size
+        side = scale * float(self.boxes[frame_index][2] - self.boxes[frame_index][0])
+        return paste_mouth(target, scale * self.landmarks[frame_index], self.frame(int(reference)), scale * self.landmarks[reference], side)

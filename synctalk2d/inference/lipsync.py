@@ -64,6 +64,17 @@ class LipSync:
         self._feature_models = self._load_feature_models()
         self.generator = FrameGenerator(self.avatar, self.runner)
 
+    def generator_at(self, width: int | None) -> FrameGenerator:
+        """A frame generator drawing frames ``width`` pixels wide (None: the avatar's size),
+        sharing this avatar's models."""
+        if width is None or width == self.avatar.info.width:
+            return self.generator
+        if not 16 <= width <= self.avatar.info.width:
+            raise UserError(f"frame width {width} must be between 16 and the avatar's {self.avatar.info.width} pixels")
+        if self.conditioning == "mouth":
+            return MouthGenerator(self.avatar, self.mouth.landmarks, width=width)
+        return FrameGenerator(self.avatar, self.runner, width=width)
+
     def _check_matches_avatar(self, stage: str) -> None:
         """A checkpoint copied from another avatar would paste the wrong face: refuse it."""
         state = load_checkpoint(trained_stem(self.avatar.root, stage)).state
@@ -102,7 +113,7 @@ class LipSync:
         num_frames = frame_count(len(wav))
         padded = fit_length(wav, num_frames * SAMPLES_PER_FRAME)
         if self.conditioning == "mouth":
-            return self.mouth.wanted_shapes(padded, num_frames)
+            return self.mouth.wanted_shapes(padded)
         return extract_features(self.feature_type, padded, num_frames, device=self.device, **self._feature_models)
 
     def audio_windows(self, features: np.ndarray, indices: np.ndarray) -> np.ndarray:

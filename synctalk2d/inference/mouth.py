@@ -1,6 +1,7 @@
 """Rendering from mouth shapes: speech -> wanted lip shapes -> a real mouth of the avatar.
 
-1. `wanted_shapes`: the avatar's mouth model turns speech into a lip shape per frame; frames
+1. `MouthStream`: the avatar's mouth model turns speech into a lip shape per frame as the
+   audio arrives (a file is streamed in one go, so files and live streams agree); frames
    the voice-activity rule calls silent get the avatar's rest shape, so pauses are still.
 2. `ReferencePicker`: for each frame, the avatar frame whose real lips are closest to the
    wanted shape. It prefers to keep going along the recording from the reference it
@@ -19,8 +20,8 @@ import cv2
 import numpy as np
 import torch
 
-from synctalk2d.audio.speech_features import frame_windows, normalised_mel
-from synctalk2d.audio.vad import voice_activity
+from synctalk2d.audio.speech_features import SAMPLES_PER_FRAME, SpeechFeatureStream
+from synctalk2d.audio.vad import VoiceActivity, frame_levels
 from synctalk2d.face.lip_shape import lip_shapes
 from synctalk2d.training.mouth import load_avatar_mouth, predict_shapes
 
@@ -32,7 +33,7 @@ FEATHER = 0.03  # of the face's crop-box side: the blur that fades it into the t
 MARGIN = 0.6  # in stds of the opening: how much worse than the best a continuing reference may be
 OPENING_WEIGHT = 2.0  # in matching references, the opening counts twice as much as width and the rest
 MAX_COLOUR_SHIFT = 16.0  # grey levels: a larger mismatch is content, not lighting
-SMOOTHING = np.array([0.25, 0.5, 0.25])  # over the previous, this and the next frame's shape
+SMOOTHING = (0.25, 0.75)  # the previous and this frame's shape: no look-ahead, for live streams
 
 
 class MouthConditioning:
@@ -47,6 +48,8 @@ class MouthConditioning:
         self.weights = np.ones(self.model.config.num_coefficients, np.float32)
         self.weights[0] = OPENING_WEIGHT
         self.bank_coefficients = self._coefficients(shapes[self.bank])
+        mel = avatar.mel()
+        self.voice = mel.mean(axis=0), mel.std(axis=0)  # where the running normalisation starts
 
     def _coefficients(self, shapes: np.ndarray) -> np.ndarray:
         """The coordinates references are matched in: the shape change along the basis
@@ -55,15 +58,53 @@ class MouthConditioning:
             change = torch.from_numpy((shapes - self.mean_shape).astype(np.float32))
             return (self.model.coefficients(change) * self.model.scale).numpy() * self.weights
 
-    def wanted_shapes(self, wav: np.ndarray, num_frames: int) -> np.ndarray:
-        """(num_frames, 40) wanted lip shapes (see `face.lip_shape`) for 16 kHz mono ``wav``."""
-        shapes = predict_shapes(self.model, frame_windows(normalised_mel(wav), num_frames), self.mean_shape)
-        shapes[~voice_activity(wav, num_frames)] = self.rest_shape
-        padded = np.concatenate([shapes[:1], shapes, shapes[-1:]]) if len(shapes) else shapes
-        return sum(w * padded[i : i + len(shapes)] for i, w in enumerate(SMOOTHING)).astype(np.float32) if len(shapes) else shapes
+    def stream(self) -> "MouthStream":
+        return MouthStream(self)
+
+    def wanted_shapes(self, wav: np.ndarray) -> np.ndarray:
+        """(ceil(seconds * 25), 40) wanted lip shapes (see `face.lip_shape`) for 16 kHz mono ``wav``."""
+        stream = self.stream()
+        stream.push(wav)
+        stream.end()
+        return stream.take()[1]
 
     def picker(self) -> "ReferencePicker":
         return ReferencePicker(self.bank, self.bank_coefficients, MARGIN * float(self.model.scale[0]), self._coefficients(self.rest_shape[None])[0], self._coefficients)
+
+
+class MouthStream:
+    """Wanted lip shapes of one utterance, frame by frame as its audio arrives: `push`
+    audio, `end` it, `take` the shapes of the frames that became ready."""
+
+    def __init__(self, conditioning: MouthConditioning):
+        self.conditioning = conditioning
+        self.features = SpeechFeatureStream(*conditioning.voice)
+        self.activity = VoiceActivity()
+        self.previous: np.ndarray | None = None  # the last frame's shape before smoothing
+
+    def push(self, samples: np.ndarray) -> None:
+        self.features.push(samples)
+
+    def end(self) -> None:
+        self.features.end()
+
+    @property
+    def ended(self) -> bool:
+        return self.features.ended
+
+    def take(self) -> tuple[int, np.ndarray]:
+        """(index of the first frame, (n, 40) shapes) of the frames ready since the last call."""
+        first, windows = self.features.take()
+        c = self.conditioning
+        with torch.inference_mode():
+            shapes = predict_shapes(c.model, windows, c.mean_shape)
+        audio = self.features.samples.view()[first * SAMPLES_PER_FRAME : (first + len(shapes)) * SAMPLES_PER_FRAME]
+        shapes[~self.activity(frame_levels(audio, len(shapes)))] = c.rest_shape
+        if not len(shapes):
+            return first, shapes.astype(np.float32)
+        before = np.concatenate([shapes[:1] if self.previous is None else self.previous[None], shapes[:-1]])
+        self.previous = shapes[-1]
+        return first, (SMOOTHING[0] * before + SMOOTHING[1] * shapes).astype(np.float32)
 
 
 class ReferencePicker:

@@ -8,6 +8,7 @@ full-frame size, with the input audio as its AAC track.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,8 +42,10 @@ def render(
     loop_back: bool = True,
     crf: int = 18,
     show_progress: bool = True,
+    on_progress: Callable[[float], None] | None = None,
 ) -> RenderSummary:
-    """Render ``audio`` spoken by the avatar into ``output`` (MP4)."""
+    """Render ``audio`` spoken by the avatar into ``output`` (MP4); ``on_progress`` is told
+    the share of frames done (0..1) as they are written."""
     started = time.perf_counter()
     wav, _ = load_audio(audio)
     if len(wav) == 0:
@@ -60,6 +63,8 @@ def render(
         for frame in lipsync.generator.frames(lipsync.chunks(features, schedule)):
             writer.write(frame)
             bar.update(task, advance=1)
+            if on_progress is not None:
+                on_progress(writer.frames / len(schedule))
     return RenderSummary(output, len(schedule), time.perf_counter() - started)
 
 

@@ -1,0 +1,1 @@
+"""HTTP and WebSocket serving of a trained avatar (`synctalk2d serve`)."""

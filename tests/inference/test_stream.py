@@ -1,0 +1,100 @@
+"""Live rendering: the stream speaks with the mouth `infer` renders for the same audio, idles
+on untouched frames in between, starts speech without a jump and stops on interrupt."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from synctalk2d.inference.lipsync import LipSync
+from synctalk2d.inference.stream import LiveSession
+from synctalk2d.media.audio import load_audio
+from tests.conftest import fixture_path
+
+pytestmark = pytest.mark.slow
+CHUNK = 320  # 20 ms
+
+
+@pytest.fixture(scope="module")
+def lipsync(mouth_avatar):
+    return LipSync(mouth_avatar.root)
+
+
+def speech(seconds: float) -> np.ndarray:
+    wav, _ = load_audio(fixture_path("speech_44k.wav"))
+    return wav[: int(seconds * 16000)]
+
+
+def live(session: LiveSession, wav: np.ndarray) -> list:
+    """Feed ``wav`` in 20 ms chunks at real-time pace, a tick drawn 20 ms after every other
+    chunk (as the server's clock runs behind the audio), then end it and draw frames until
+    the utterance has ended."""
+    frames, tick = [], session.tick + 1
+    for i, start in enumerate(range(0, len(wav), CHUNK)):
+        session.push(wav[start : start + CHUNK], now=start / 16000)
+        if i % 2 == 0 and i > 0:
+            frames.append(session.next_frame(tick))
+            tick += 1
+    session.end()
+    while not any(e["type"] == "utterance_ended" for f in frames[-1:] for e in f.events):
+        frames.append(session.next_frame(tick))
+        tick += 1
+    return frames
+
+
+def test_stream_renders_the_mouth_infer_renders(lipsync):
+    wav = speech(4.0)
+    frames = live(LiveSession(lipsync), wav)
+    speaking = [f for f in frames if f.utterance is not None]
+    assert [f.index for f in speaking] == list(range(len(speaking))) and len(speaking) == 100
+    assert not any(f.held for f in speaking)
+    # offline, on the same source frames: the file path of `infer`
+    sources = np.array([f.source for f in speaking])
+    offline = list(lipsync.generator.frames(lipsync.chunks(lipsync.audio_features(wav), sources)))
+    differences = [np.abs(a.image.astype(int) - b.astype(int)).mean() for a, b in zip(speaking, offline)]
+    assert np.mean(np.array(differences) == 0) >= 0.95, differences
+    assert max(differences) < 3.0
+
+
+def test_idle_frames_are_the_recording_and_speech_continues_the_walk(lipsync):
+    session = LiveSession(lipsync, width=320)
+    idle = [session.next_frame(tick) for tick in range(6)]
+    for frame in idle:
+        assert frame.utterance is None and frame.image.shape[1] == 320
+        np.testing.assert_array_equal(frame.image, lipsync.avatar.frame(frame.source, 320))
+    frames = idle + live(session, speech(1.0))
+    steps = np.abs(np.diff([f.source for f in frames]))
+    assert steps.max() <= 1  # one walk: no jump from idle to speech
+    started = next(i for i, f in enumerate(frames) if f.utterance is not None)
+    assert started <= len(idle) + 6  # 200 ms of look-ahead after the audio starts, and no more
+
+
+def test_interrupt_stops_speech_at_the_next_frame(lipsync):
+    session = LiveSession(lipsync)
+    wav = speech(3.0)
+    session.push(wav, now=0.0)
+    session.end()
+    spoken = [session.next_frame(tick) for tick in range(10)]
+    assert all(f.utterance == 0 for f in spoken)
+    events = session.interrupt()
+    assert events == [{"type": "utterance_ended", "utterance": 0, "interrupted": True}]
+    after = session.next_frame(10)
+    assert after.utterance is None
+    np.testing.assert_array_equal(after.image, lipsync.avatar.frame(after.source))
+    # the next utterance starts afresh
+    session.push(wav[:16000], now=1.0)
+    session.end()
+    assert session.next_frame(11).utterance == 1
+
+
+def test_audio_late_for_its_frame_holds_the_mouth_and_keeps_the_clock(lipsync):
+    session = LiveSession(lipsync)
+    wav = speech(2.0)
+    session.push(wav[:8000], now=0.0)  # 0.5 s: frames 0-7 ready
+    frames = [session.next_frame(tick) for tick in range(12)]
+    speaking = [f for f in frames if f.utterance is not None]
+    assert [f.index for f in speaking] == list(range(8)) + [7, 7, 7, 7]
+    assert [f.held for f in speaking] == [False] * 8 + [True] * 4
+    session.push(wav[8000:], now=1.0)
+    session.end()
+    assert session.next_frame(12).index == 12  # back on the utterance's clock, late frames skipped

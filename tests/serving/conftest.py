@@ -1,0 +1,50 @@
+"""A real `synctalk2d serve` (uvicorn in a thread) on a free port, for WebSocket and browser tests."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+import uvicorn
+
+from synctalk2d.serving.app import ServerSettings, create_app
+
+
+class Server:
+    def __init__(self, app):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> "Server":
+        self.thread.start()
+        deadline = time.time() + 60
+        while not self.server.started:
+            if time.time() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *args) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+    def url(self, path: str, scheme: str = "http") -> str:
+        return f"{scheme}://127.0.0.1:{self.port}{path}"
+
+
+@pytest.fixture(scope="module")
+def lipsync(mouth_avatar):
+    from synctalk2d.inference.lipsync import LipSync
+
+    return LipSync(mouth_avatar.root)
+
+
+@pytest.fixture(scope="module")
+def live_server(mouth_avatar, lipsync):
+    with Server(create_app(mouth_avatar.root, ServerSettings(max_sessions=2), lipsync)) as server:
+        yield server
