@@ -98,6 +98,11 @@ class Avatar:
     def frame_path(self, index: int) -> Path:
         return self.frames_dir / f"{index:06d}.jpg"
 
+    def features_path(self, feature_type: str) -> Path:
+        """Per-frame audio features of one type, written by training (stage
+        ``audio-encoder`` for ave, ``features`` for the pretrained ones)."""
+        return self.root / "features" / f"{feature_type}.npy"
+
     # -- state -----------------------------------------------------------------------
     def is_complete(self) -> bool:
         return self.info_path.is_file()
@@ -142,6 +147,17 @@ class Avatar:
 
     def mel(self) -> np.ndarray:
         return np.load(self.mel_path)
+
+    def features(self, feature_type: str) -> np.ndarray:
+        """(N, ...) audio features of ``feature_type``, checked against the frame count."""
+        path = self.features_path(feature_type)
+        if not path.is_file():
+            first = "audio-encoder" if feature_type == "ave" else "features"
+            raise UserError(f"{path} does not exist; run `synctalk2d train --avatar {self.root} --stage {first}` first")
+        features = np.load(path)
+        if len(features) != self.info.num_frames:
+            raise UserError(f"{path} has {len(features)} frames, the avatar {self.info.num_frames}; delete it and train again")
+        return features
 
     def frame(self, index: int) -> np.ndarray:
         """Full frame ``index`` as an (H, W, 3) uint8 RGB array."""

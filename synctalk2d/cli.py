@@ -17,13 +17,20 @@ import typer
 from synctalk2d.errors import UserError
 from synctalk2d.progress import console
 
+
+def tune_process() -> None:
+    """Process-wide speed settings for the commands that render (see
+    `inference.runtime.tune_process`): the CLI owns its process, library code does not."""
+    from synctalk2d.inference.runtime import tune_process as tune
+
+    tune()
+
 app = typer.Typer(
     help="SyncTalk_2D lip-sync: learn a person from a short video, then make them say any speech.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-
 
 
 @app.callback()
@@ -136,7 +143,7 @@ def mouth_prior(
 
 
 BackendOption = typer.Option("auto", "--backend", help="U-Net runtime: auto, torch or onnx.")
-PrecisionOption = typer.Option("auto", "--precision", help="auto, fp32, bf16, fp16 (CUDA) or int8 (onnx); reduced precision must stay within 40 dB PSNR of fp32.")
+PrecisionOption = typer.Option("auto", "--precision", help="auto, fp32, bf16, fp16 (CUDA) or int8 (onnxruntime, calibrated on the avatar's frames); reduced precision is checked at load and falls back to fp32 below 40 dB PSNR.")
 DeviceOption = typer.Option("auto", "--device", help="auto, cpu, cuda or mps.")
 
 
@@ -160,6 +167,7 @@ def infer(
 
     if not audio.exists():
         raise UserError(f"{audio}: no such file or folder")
+    tune_process()
     lipsync = LipSync(avatar, backend=backend, precision=precision, device=device, batch_size=batch_size)
     options = dict(start_frame=start_frame, loop_back=loop_back, crf=crf)
     if audio.is_dir():
@@ -205,6 +213,7 @@ def evaluate(
     from synctalk2d.evaluation.evaluate import evaluate as run_evaluate
     from synctalk2d.evaluation.report import print_report
 
+    tune_process()
     report = run_evaluate(avatar, preview=preview, backend=backend, precision=precision, device=device)
     print_report(report)
     if json_path:
@@ -222,6 +231,7 @@ def demo(
     from synctalk2d.demo import run_demo
     from synctalk2d.evaluation.report import print_report
 
+    tune_process()
     result = run_demo(workdir, minutes=minutes, width=width)
     print_report(result.report)
     console.print(f"[green]demo video:[/green] {result.video.output.resolve()} ({result.video.frames} frames)")

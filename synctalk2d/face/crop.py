@@ -74,6 +74,14 @@ def model_crop(crop: np.ndarray) -> np.ndarray:
     return crop[..., o : o + MODEL_SIZE, o : o + MODEL_SIZE, :]
 
 
+def model_inputs(crops: np.ndarray) -> np.ndarray:
+    """(B, 320, 320, 6) uint8 U-Net inputs from (B, 328, 328, 3) crops: each frame's own crop
+    as the reference (as the reference implementation does at inference) next to the same
+    crop with the lower face masked."""
+    faces = model_crop(crops)
+    return np.concatenate([faces, mask_lower_face(faces)], axis=-1)
+
+
 def mask_lower_face(image: np.ndarray) -> np.ndarray:
     """A copy of a 320x320 crop (or a batch of them) with the mask rectangle blacked out."""
     x, y, w, h = MASK_RECT

@@ -12,15 +12,15 @@ against in-sync / off-sync labels trains them (`sync_loss`).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from synctalk2d.models.audio_encoder import AudioEncoder, ConvBlock, conv_stage
-from synctalk2d.models.unet import AUDIO_STRIDES, AUDIO_WINDOW_SHAPES, check_choice
+from synctalk2d.models.config import DictConfig, check_choice
+from synctalk2d.models.unet import AUDIO_STRIDES, AUDIO_WINDOW_SHAPES
 
 
 def sync_probability(audio_emb: torch.Tensor, face_emb: torch.Tensor) -> torch.Tensor:
@@ -77,18 +77,11 @@ class Wav2LipSyncNet(nn.Module):
 
 
 @dataclass
-class SyncNetConfig:
+class SyncNetConfig(DictConfig):
     feature_type: str = "ave"
 
     def __post_init__(self):
         check_choice("feature type", self.feature_type, AUDIO_WINDOW_SHAPES)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SyncNetConfig:
-        return cls(**data)
 
 
 class SyncNet(nn.Module):

@@ -14,12 +14,13 @@ own, not the reference's.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from synctalk2d.models.config import DictConfig, check_choice
 
 AUDIO_WINDOW_SHAPES = {"ave": (32, 16, 16), "hubert": (32, 32, 32), "wenet": (256, 16, 32)}
 WIDTHS = {"full": (32, 64, 128, 256, 512), "mobile": (16, 32, 64, 128, 256)}
@@ -30,27 +31,14 @@ EXPANSION = 2  # MobileNetV2 uses 6; the reference's blocks all use 2
 AUDIO_STRIDES = {"ave": 1, "hubert": 2, "wenet": (1, 2)}
 
 
-def check_choice(name: str, value: str, choices: dict) -> None:
-    """`ValueError` naming the valid choices: configs come from users and JSON files."""
-    if value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(choices)}")
-
-
 @dataclass
-class UNetConfig:
+class UNetConfig(DictConfig):
     feature_type: str = "ave"
     width: str = "full"
 
     def __post_init__(self):
         check_choice("feature type", self.feature_type, AUDIO_WINDOW_SHAPES)
         check_choice("width", self.width, WIDTHS)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> UNetConfig:
-        return cls(**data)
 
 
 class InvertedResidual(nn.Module):

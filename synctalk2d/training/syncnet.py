@@ -23,18 +23,6 @@ from synctalk2d.training.data import CropCache, augment, to_chw
 from synctalk2d.training.loop import Runtime, Stage, StageResult, fit, sync_metrics
 
 
-def load_features(avatar: Avatar, feature_type: str) -> np.ndarray:
-    """``features/<type>.npy``, checked against the avatar's frame count."""
-    path = avatar.root / "features" / f"{feature_type}.npy"
-    if not path.is_file():
-        first = "audio-encoder" if feature_type == "ave" else "features"
-        raise UserError(f"{path} does not exist; run `synctalk2d train --avatar {avatar.root} --stage {first}` first")
-    features = np.load(path)
-    if len(features) != avatar.info.num_frames:
-        raise UserError(f"{path} has {len(features)} frames, the avatar {avatar.info.num_frames}; delete it and train again")
-    return features
-
-
 class FaceWindows(Dataset):
     """Item ``k``: the crop of frame ``frames[k]`` (3, 320, 320), its audio window and the
     frame index (which pairs of the batch are off-sync)."""
@@ -65,7 +53,7 @@ class SyncNetStage(Stage):
         self.model = SyncNet(model_config)
         self.model_config = model_config.to_dict()
         self.extra_config = {"feature_type": config.feature_type}
-        crops, features = CropCache(avatar.crops_path), load_features(avatar, config.feature_type)
+        crops, features = CropCache(avatar.crops_path), avatar.features(config.feature_type)
         train, val = (_real_windows(frames, len(features)) for frames in (splits.train, splits.val))
         self.train_set = FaceWindows(crops, features, config.feature_type, train, stage.jitter, stage.flip)
         self.val_set = FaceWindows(crops, features, config.feature_type, val)

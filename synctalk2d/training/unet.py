@@ -45,7 +45,6 @@ from synctalk2d.progress import console
 from synctalk2d.training.config import Splits, TrainConfig
 from synctalk2d.training.data import CropCache, augment, to_chw
 from synctalk2d.training.loop import Runtime, Stage, StageResult, fit
-from synctalk2d.training.syncnet import load_features
 
 
 class ReferenceMaskedFrames(Dataset):
@@ -95,7 +94,7 @@ class UNetStage(Stage):
             self.perceptual = None
         else:
             self.perceptual = _frozen(PerceptualLoss(vgg)).to(runtime.device, memory_format=torch.channels_last)
-        crops, features = CropCache(avatar.crops_path), load_features(avatar, config.feature_type)
+        crops, features = CropCache(avatar.crops_path), avatar.features(config.feature_type)
         self.train_set = ReferenceMaskedFrames(crops, features, config.feature_type, splits.train, stage.jitter, stage.flip)
         self.val_set = ReferenceMaskedFrames(crops, features, config.feature_type, splits.val)
 

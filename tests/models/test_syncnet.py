@@ -2,6 +2,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from synctalk2d.errors import UserError
+
 from synctalk2d.models.syncnet import SyncNet, SyncNetConfig, Wav2LipSyncNet, sync_loss, sync_probability
 from synctalk2d.models.unet import AUDIO_WINDOW_SHAPES
 
@@ -60,5 +62,5 @@ def test_sync_loss_runs_under_autocast():
 def test_config_round_trip_and_clear_error():
     config = SyncNetConfig("wenet")
     assert SyncNetConfig.from_dict(config.to_dict()) == config == SyncNet(config).config
-    with pytest.raises(ValueError, match="unknown feature type 'mfcc'"):
+    with pytest.raises(UserError, match="unknown feature type 'mfcc'"):
         SyncNetConfig("mfcc")

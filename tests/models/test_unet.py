@@ -1,6 +1,8 @@
 import pytest
 import torch
 
+from synctalk2d.errors import UserError
+
 from synctalk2d.models.unet import AUDIO_WINDOW_SHAPES, WIDTHS, UNet, UNetConfig
 
 
@@ -35,7 +37,7 @@ def test_config_round_trip_and_clear_errors():
     config = UNetConfig("hubert", "mobile")
     assert UNetConfig.from_dict(config.to_dict()) == config
     assert config.to_dict() == {"feature_type": "hubert", "width": "mobile"}
-    with pytest.raises(ValueError, match="unknown feature type 'whisper'; expected one of ave, hubert, wenet"):
+    with pytest.raises(UserError, match="unknown feature type 'whisper'; expected one of ave, hubert, wenet"):
         UNetConfig(feature_type="whisper")
-    with pytest.raises(ValueError, match="unknown width 'tiny'"):
+    with pytest.raises(UserError, match="unknown width 'tiny'"):
         UNetConfig(width="tiny")
