@@ -17,14 +17,13 @@ config saved next to what it produced.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from synctalk2d.atomic import write_json_atomic
 from synctalk2d.errors import UserError
 
 FORMAT_VERSION = 1
@@ -47,17 +46,6 @@ class AvatarInfo:
     created: str
     tool_version: str
     face_detected_share: float
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON through a temp file + rename so a reader never sees half a file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 class Avatar:

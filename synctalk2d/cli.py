@@ -209,7 +209,7 @@ def evaluate(
     debug: bool = DebugOption,
 ) -> None:
     """Measure lip sync on the held-out tail against two baselines (unchanged frames, real frames)."""
-    from synctalk2d.avatar import write_json_atomic
+    from synctalk2d.atomic import write_json_atomic
     from synctalk2d.evaluation.evaluate import evaluate as run_evaluate
     from synctalk2d.evaluation.report import print_report
 

@@ -1,4 +1,3 @@
-import json
 import signal
 import subprocess
 import sys

@@ -49,6 +49,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from synctalk2d.atomic import atomic_path
 from synctalk2d.device import cpu_has_fast_bf16
 from synctalk2d.errors import UserError
 from synctalk2d.evaluation.metrics import psnr
@@ -119,7 +120,7 @@ def keep_freed_memory() -> bool:
 
 def export_onnx(unet: UNet, path: str | Path, opset: int = 17) -> Path:
     """Export ``unet`` (BN folded, fp32) to ONNX with a dynamic batch axis, atomically
-    (written beside ``path``, then renamed).
+    (see `synctalk2d.atomic`).
 
     Uses the TorchScript exporter (``dynamo=False``): the network is static, and it gives
     a plain Conv/Relu/Add graph that onnxruntime fuses and quantizes without surprises.
@@ -129,16 +130,11 @@ def export_onnx(unet: UNet, path: str | Path, opset: int = 17) -> Path:
     audio = torch.rand(1, *AUDIO_WINDOW_SHAPES[unet.config.feature_type])
     batch = {0: "batch"}
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.onnx.export(
             model, (image, audio), tmp, input_names=["image", "audio"], output_names=["face"],
             dynamic_axes={"image": batch, "audio": batch, "face": batch}, opset_version=opset, dynamo=False,
         )
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return path
 
 

@@ -16,8 +16,6 @@ the loaders at the bottom turn those into eval-mode models for inference.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from synctalk2d.avatar import write_json_atomic
+from synctalk2d.atomic import atomic_path, write_json_atomic
 from synctalk2d.errors import UserError
 
 FORMAT_VERSION = 1
@@ -72,15 +70,8 @@ def save_checkpoint(
             for name, value in param_state.items():
                 tensors[f"{_OPTIM}{param_id}/{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
         record["optimizer"] = {"param_groups": optim["param_groups"]}
-    fd, tmp = tempfile.mkstemp(dir=stem.parent, prefix=f".{stem.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(stem.with_suffix(".safetensors")) as tmp:
         save_file(tensors, tmp, metadata={"synctalk2d": json.dumps(record)})
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, stem.with_suffix(".safetensors"))
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     write_json_atomic(stem.with_suffix(".json"), {k: v for k, v in record.items() if k != "optimizer"})
 
 

@@ -16,8 +16,6 @@ with ``--feature-type hubert|wenet`` `run_features` computes the features from a
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -28,6 +26,7 @@ import torch.distributed as dist
 from torch.utils.data import Dataset
 
 from synctalk2d.audio.ave import ave_features, mel_windows
+from synctalk2d.atomic import atomic_path
 from synctalk2d.avatar import Avatar
 from synctalk2d.models.audio_encoder import AudioEncoder, load_audio_encoder_weights
 from synctalk2d.models.checkpoint import load_audio_encoder, save_checkpoint, stage_dir
@@ -134,10 +133,8 @@ def run_features(avatar: Avatar, config: TrainConfig, splits: Splits, runtime: R
 
 def save_features(root: Path, feature_type: str, features: np.ndarray) -> Path:
     """Write ``features/<type>.npy`` atomically, so a kill never leaves half an array."""
-    path = root / "features" / f"{feature_type}.npy"
+    path = Avatar(root).features_path(feature_type)
     path.parent.mkdir(exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        np.save(f, np.asarray(features, dtype=np.float32))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        np.save(tmp, np.asarray(features, dtype=np.float32))
     return path

@@ -35,7 +35,7 @@ from torch.utils.tensorboard import SummaryWriter
 from synctalk2d.avatar import Avatar
 from synctalk2d.device import cpu_has_fast_bf16, pick_device
 from synctalk2d.errors import UserError
-from synctalk2d.models.checkpoint import load_checkpoint, save_checkpoint, stage_dir, unwrap
+from synctalk2d.models.checkpoint import load_checkpoint, save_checkpoint, stage_dir
 from synctalk2d.progress import console, progress_bar
 from synctalk2d.training.config import StageConfig
 from synctalk2d.models.syncnet import sync_loss

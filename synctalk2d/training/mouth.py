@@ -21,12 +21,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from synctalk2d.audio.speech_features import frame_windows, normalised_mel
 from synctalk2d.audio.vad import voice_activity
-from synctalk2d.avatar import Avatar, write_json_atomic
+from synctalk2d.avatar import Avatar
 from synctalk2d.errors import UserError
 from synctalk2d.face.lip_shape import aperture, lip_shapes
 from synctalk2d.models.checkpoint import save_checkpoint

@@ -16,7 +16,6 @@ from torch.utils.data import Dataset
 
 from synctalk2d.audio.windows import FRAMES_BEFORE, FRAMES_PER_WINDOW, feature_windows, to_model_window
 from synctalk2d.avatar import Avatar
-from synctalk2d.errors import UserError
 from synctalk2d.models.syncnet import SyncNet, SyncNetConfig
 from synctalk2d.training.config import Splits, TrainConfig
 from synctalk2d.training.data import CropCache, augment, to_chw

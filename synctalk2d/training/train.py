@@ -24,7 +24,8 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from synctalk2d.avatar import Avatar, write_json_atomic
+from synctalk2d.atomic import write_json_atomic
+from synctalk2d.avatar import Avatar
 from synctalk2d.errors import UserError
 from synctalk2d.models.checkpoint import stage_dir
 from synctalk2d.progress import console
