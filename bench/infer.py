@@ -39,8 +39,8 @@ from synctalk2d.demo import SAMPLE_SPEECH, SAMPLE_VIDEO, sample_path
 from synctalk2d.face.crop import model_inputs
 from synctalk2d.inference.generator import FrameGenerator
 from synctalk2d.inference.lipsync import LipSync
-from synctalk2d.inference.runtime import tune_process
 from synctalk2d.inference.offline import render
+from synctalk2d.inference.runtime import tune_process
 from synctalk2d.inference.schedule import frame_schedule
 from synctalk2d.media.audio import load_audio, load_audio_track
 from synctalk2d.media.writer import VideoWriter

@@ -28,9 +28,10 @@ import cv2
 import numpy as np
 import torch
 
+from synctalk2d.audio.windows import WINDOW_SHAPES
 from synctalk2d.face.crop import mask_lower_face, model_crop
 from synctalk2d.inference.runtime import UNetRunner, fidelity_psnr, tune_process
-from synctalk2d.models.unet import AUDIO_WINDOW_SHAPES, UNet, UNetConfig
+from synctalk2d.models.unet import UNet, UNetConfig
 
 CORES = len(os.sched_getaffinity(0))
 VIDEO = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "talk_b.mp4"
@@ -139,7 +140,7 @@ def main() -> None:
     plan = [[v for v in args.variants if VARIANTS[v] is None], [v for v in args.variants if VARIANTS[v] is not None]]
     for variants in plan:
         for unet in unets:
-            shape = AUDIO_WINDOW_SHAPES[unet.config.feature_type]
+            shape = WINDOW_SHAPES[unet.config.feature_type]
             audio = np.random.default_rng(0).standard_normal((count, *shape)).astype(np.float32)
             results += bench_width(unet, images, audio, variants, args.batches, args.repeat)
     print(json.dumps({

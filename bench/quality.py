@@ -32,7 +32,14 @@ from synctalk2d.avatar import Avatar
 from synctalk2d.evaluation.evaluate import evaluate
 from synctalk2d.models.checkpoint import save_checkpoint
 from synctalk2d.training.config import MouthStageConfig
-from synctalk2d.training.mouth import Clip, adapt, aperture_r, pool_clips, speaker_scale, train_prior
+from synctalk2d.training.mouth import (
+    Clip,
+    adapt,
+    aperture_r,
+    pool_clips,
+    speaker_scale,
+    train_prior,
+)
 from synctalk2d.training.train import build_config, train
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

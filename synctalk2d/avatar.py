@@ -25,9 +25,11 @@ import numpy as np
 
 from synctalk2d.atomic import write_json_atomic
 from synctalk2d.errors import UserError
+from synctalk2d.media.audio import SAMPLE_RATE
 
 FORMAT_VERSION = 1
 FPS = 25
+SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # audio.wav samples per video frame (640)
 CROP_SIZE = 328  # stored crop size; models see the centre 320x320
 
 

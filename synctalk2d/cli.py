@@ -113,7 +113,8 @@ def train(
     debug: bool = DebugOption,
 ) -> None:
     """Train an avatar: its mouth-motion model (default), or audio encoder, lip-sync expert and U-Net (--conditioning audio); re-run to resume."""
-    from synctalk2d.training.train import build_config, train as run_train
+    from synctalk2d.training.train import build_config
+    from synctalk2d.training.train import train as run_train
 
     config = build_config(
         avatar, conditioning=conditioning, stage=stage, feature_type=feature_type, width=width, epochs=epochs, max_steps=max_steps, minutes=minutes,

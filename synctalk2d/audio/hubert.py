@@ -17,10 +17,11 @@ from typing import Callable
 import numpy as np
 import torch
 
+from synctalk2d.avatar import FPS
 from synctalk2d.errors import UserError
+from synctalk2d.media.audio import SAMPLE_RATE
 
 DEFAULT_MODEL = "facebook/hubert-large-ls960-ft"
-SAMPLE_RATE = 16000
 VECTORS_PER_FRAME = 2  # 50 Hz features, 25 fps video
 
 
@@ -75,7 +76,7 @@ def hubert_features(
     320-sample stride, so every vector is computed from the same samples as in one pass.
     """
     stride, receptive_field = _conv_geometry(model.config)
-    if stride * VECTORS_PER_FRAME * 25 != SAMPLE_RATE:
+    if stride * VECTORS_PER_FRAME * FPS != SAMPLE_RATE:
         raise UserError(f"HuBERT features need a 50 Hz model (convolution stride 320), this one has stride {stride}")
     if extractor is not None:
         wav = extractor(wav16k, sampling_rate=SAMPLE_RATE, return_tensors="np").input_values[0]

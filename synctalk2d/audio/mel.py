@@ -13,7 +13,8 @@ import librosa
 import numpy as np
 import scipy.signal
 
-SAMPLE_RATE = 16000
+from synctalk2d.media.audio import SAMPLE_RATE
+
 N_FFT = 800
 HOP = 200
 WIN = 800

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from synctalk2d.audio.mel import MEL_FPS, N_FFT, N_MELS, SAMPLE_RATE, melspectrogram
+from synctalk2d.audio.mel import MEL_FPS, N_FFT, N_MELS, melspectrogram
 from synctalk2d.avatar import FPS
+from synctalk2d.media.audio import SAMPLE_RATE
 
 LOOKAHEAD_SECONDS = 0.2  # the most future audio a frame may depend on
 PAST_SECONDS = 0.4

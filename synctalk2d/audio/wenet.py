@@ -27,11 +27,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from synctalk2d.avatar import SAMPLES_PER_FRAME
 from synctalk2d.errors import UserError
-from synctalk2d.media.audio import fit_length
+from synctalk2d.media.audio import SAMPLE_RATE, fit_length
 
-SAMPLE_RATE = 16000
-SAMPLES_PER_FRAME = SAMPLE_RATE // 25
 N_MELS = 80
 FBANK_WINDOW, FBANK_HOP, FBANK_FFT = 400, 160, 512  # 25 ms, 10 ms, next power of two
 CHUNK = 67  # fbank frames per encoder call: 16 outputs after 4x subsampling

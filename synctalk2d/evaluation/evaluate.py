@@ -26,13 +26,13 @@ import soundfile as sf
 import torch
 
 from synctalk2d.audio.windows import feature_windows, to_model_window
-from synctalk2d.avatar import CROP_SIZE, FPS
+from synctalk2d.avatar import CROP_SIZE, FPS, SAMPLES_PER_FRAME
 from synctalk2d.errors import UserError
 from synctalk2d.evaluation import metrics
 from synctalk2d.face.crop import crop_face, model_crop
-from synctalk2d.face.lip_shape import aperture
 from synctalk2d.face.landmarks import FaceTracker
-from synctalk2d.inference.lipsync import SAMPLES_PER_FRAME, LipSync
+from synctalk2d.face.lip_shape import aperture
+from synctalk2d.inference.lipsync import LipSync
 from synctalk2d.inference.schedule import frame_schedule
 from synctalk2d.media.audio import SAMPLE_RATE
 from synctalk2d.media.writer import VideoWriter

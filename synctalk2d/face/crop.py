@@ -16,9 +16,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from synctalk2d.avatar import CROP_SIZE
 from synctalk2d.face.landmarks import smooth
 
-CROP_SIZE = 328
 MODEL_SIZE = 320
 MODEL_OFFSET = (CROP_SIZE - MODEL_SIZE) // 2  # 4
 MASK_RECT = (5, 5, 310, 305)  # x, y, w, h inside the 320 crop

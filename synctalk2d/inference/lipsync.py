@@ -23,18 +23,22 @@ import torch
 
 from synctalk2d.audio.features import extract_features
 from synctalk2d.audio.windows import feature_windows, to_model_window
-from synctalk2d.avatar import FPS, Avatar
+from synctalk2d.avatar import SAMPLES_PER_FRAME, Avatar
 from synctalk2d.device import pick_device
 from synctalk2d.errors import UserError
 from synctalk2d.face.crop import model_inputs
 from synctalk2d.inference.generator import FrameGenerator, MouthGenerator
 from synctalk2d.inference.mouth import MouthConditioning
 from synctalk2d.inference.runtime import UNetRunner, resolve
-from synctalk2d.media.audio import SAMPLE_RATE, fit_length
-from synctalk2d.models.checkpoint import load_audio_encoder, load_checkpoint, load_unet, trained_stem
+from synctalk2d.media.audio import fit_length
+from synctalk2d.models.checkpoint import (
+    load_audio_encoder,
+    load_checkpoint,
+    load_unet,
+    trained_stem,
+)
 from synctalk2d.progress import console
 
-SAMPLES_PER_FRAME = SAMPLE_RATE // FPS
 EXPORTED_ONNX = "unet.onnx"  # where `synctalk2d export` writes by default, and `--backend onnx` looks
 CALIBRATION_FRAMES = 4  # avatar frames that calibrate int8 and check reduced precision
 

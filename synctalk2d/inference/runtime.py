@@ -50,11 +50,12 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from synctalk2d.atomic import atomic_path
+from synctalk2d.audio.windows import WINDOW_SHAPES
 from synctalk2d.device import cpu_has_fast_bf16
 from synctalk2d.errors import UserError
 from synctalk2d.evaluation.metrics import psnr
 from synctalk2d.models.config import check_choice
-from synctalk2d.models.unet import AUDIO_WINDOW_SHAPES, UNet
+from synctalk2d.models.unet import UNet
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ def export_onnx(unet: UNet, path: str | Path, opset: int = 17) -> Path:
     """
     model = inference_copy(unet).float().cpu()
     image = torch.rand(1, 6, IMAGE_SIZE, IMAGE_SIZE)
-    audio = torch.rand(1, *AUDIO_WINDOW_SHAPES[unet.config.feature_type])
+    audio = torch.rand(1, *WINDOW_SHAPES[unet.config.feature_type])
     batch = {0: "batch"}
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -197,7 +198,12 @@ def _quantize_int8(path: Path, samples, workdir: Path) -> Path:
     """Static int8 (QDQ, u8 activations, per-channel s8 weights) calibrated on ``samples``,
     written to ``workdir`` (never beside an exported model the user keeps): the activation
     ranges of a lip-sync U-Net depend on real faces, not noise."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     images, audio = samples
@@ -312,7 +318,7 @@ class UNetRunner:
         """Compile and pick kernels at load time: one frame first (a compile on one
         worker), then one per worker."""
         for batch in (1, self.workers):
-            self.predict(torch.zeros(batch, 6, IMAGE_SIZE, IMAGE_SIZE), torch.zeros(batch, *AUDIO_WINDOW_SHAPES[feature_type]))
+            self.predict(torch.zeros(batch, 6, IMAGE_SIZE, IMAGE_SIZE), torch.zeros(batch, *WINDOW_SHAPES[feature_type]))
 
     def predict(self, images: np.ndarray | torch.Tensor, audio: np.ndarray | torch.Tensor) -> torch.Tensor:
         """(B, 6, 320, 320) float in [0, 1], (B, C, H, W) audio -> (B, 3, 320, 320) float32 on the CPU."""

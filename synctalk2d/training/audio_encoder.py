@@ -25,8 +25,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset
 
-from synctalk2d.audio.ave import ave_features, mel_windows
 from synctalk2d.atomic import atomic_path
+from synctalk2d.audio.ave import ave_features, mel_windows
 from synctalk2d.avatar import Avatar
 from synctalk2d.models.audio_encoder import AudioEncoder, load_audio_encoder_weights
 from synctalk2d.models.checkpoint import load_audio_encoder, save_checkpoint, stage_dir

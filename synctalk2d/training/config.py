@@ -14,8 +14,6 @@ from pathlib import Path
 from synctalk2d.avatar import FPS
 
 CONDITIONINGS = ("mouth", "audio")  # what drives the mouth: predicted lip shapes, or audio features into the U-Net
-FEATURE_TYPES = ("ave", "hubert", "wenet")
-WIDTHS = ("mobile", "full")
 
 
 @dataclass

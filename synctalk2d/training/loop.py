@@ -36,10 +36,15 @@ from synctalk2d.avatar import Avatar
 from synctalk2d.device import cpu_has_fast_bf16, pick_device
 from synctalk2d.errors import UserError
 from synctalk2d.models.checkpoint import load_checkpoint, save_checkpoint, stage_dir
+from synctalk2d.models.syncnet import sync_loss
 from synctalk2d.progress import console, progress_bar
 from synctalk2d.training.config import StageConfig
-from synctalk2d.models.syncnet import sync_loss
-from synctalk2d.training.data import KeyedBatchSampler, make_loader, to_device, validation_batches
+from synctalk2d.training.data import (
+    KeyedBatchSampler,
+    make_loader,
+    to_device,
+    validation_batches,
+)
 
 CHECKPOINT_SECONDS = 300.0  # also save ``latest`` this often, whatever the step count
 

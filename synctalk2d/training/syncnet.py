@@ -14,7 +14,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from synctalk2d.audio.windows import FRAMES_BEFORE, FRAMES_PER_WINDOW, feature_windows, to_model_window
+from synctalk2d.audio.windows import (
+    FRAMES_BEFORE,
+    FRAMES_PER_WINDOW,
+    feature_windows,
+    to_model_window,
+)
 from synctalk2d.avatar import Avatar
 from synctalk2d.models.syncnet import SyncNet, SyncNetConfig
 from synctalk2d.training.config import Splits, TrainConfig

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import fixture_path
 from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
 
-from conftest import fixture_path
 from synctalk2d.audio.features import extract_features
 from synctalk2d.audio.hubert import hubert_features, load_hubert
 from synctalk2d.audio.windows import feature_window, to_model_window

@@ -2,7 +2,12 @@ import pytest
 import torch
 
 from synctalk2d.errors import UserError
-from synctalk2d.models.perceptual import VGG19_FILE, PerceptualLoss, load_vgg19, vgg19_features
+from synctalk2d.models.perceptual import (
+    VGG19_FILE,
+    PerceptualLoss,
+    load_vgg19,
+    vgg19_features,
+)
 
 
 def _torchvision_layout(vgg: torch.nn.Sequential) -> dict[str, torch.Tensor]:

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
+from synctalk2d.audio.windows import WINDOW_SHAPES
 from synctalk2d.errors import UserError
-
-from synctalk2d.models.unet import AUDIO_WINDOW_SHAPES, WIDTHS, UNet, UNetConfig
+from synctalk2d.models.unet import WIDTHS, UNet, UNetConfig
 
 
 def test_default_unet_has_the_reference_parameter_count():
@@ -13,12 +13,12 @@ def test_default_unet_has_the_reference_parameter_count():
 
 
 @pytest.mark.parametrize("width", list(WIDTHS))
-@pytest.mark.parametrize("feature_type", list(AUDIO_WINDOW_SHAPES))
+@pytest.mark.parametrize("feature_type", list(WINDOW_SHAPES))
 def test_output_is_a_320_crop_in_0_1(feature_type, width):
     torch.manual_seed(0)
     model = UNet(UNetConfig(feature_type, width)).eval()
     with torch.no_grad():
-        out = model(torch.rand(1, 6, 320, 320), torch.randn(1, *AUDIO_WINDOW_SHAPES[feature_type]))
+        out = model(torch.rand(1, 6, 320, 320), torch.randn(1, *WINDOW_SHAPES[feature_type]))
     assert out.shape == (1, 3, 320, 320)
     assert out.min() > 0 and out.max() < 1
 
@@ -27,7 +27,7 @@ def test_gradient_reaches_image_and_audio():
     torch.manual_seed(0)
     model = UNet(UNetConfig("ave", "mobile")).train()
     image = torch.rand(1, 6, 320, 320, requires_grad=True)
-    audio = torch.randn(1, *AUDIO_WINDOW_SHAPES["ave"], requires_grad=True)
+    audio = torch.randn(1, *WINDOW_SHAPES["ave"], requires_grad=True)
     model(image, audio).mean().backward()
     assert image.grad.abs().sum() > 0 and audio.grad.abs().sum() > 0
     assert all(p.grad is not None for p in model.parameters())
