@@ -50,40 +50,25 @@ class AvatarInfo:
     face_detected_share: float
 
 
+def _entry(name: str) -> property:
+    """A read-only ``Path`` property: ``name`` inside the avatar directory."""
+    return property(lambda self: self.root / name, doc=f"``{name}`` in the avatar directory")
+
+
 class Avatar:
     """A preprocessed person: frames, landmarks, crops and audio, by frame index."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
 
-    # -- paths -----------------------------------------------------------------------
-    @property
-    def info_path(self) -> Path:
-        return self.root / "avatar.json"
-
-    @property
-    def frames_dir(self) -> Path:
-        return self.root / "frames"
-
-    @property
-    def landmarks_path(self) -> Path:
-        return self.root / "landmarks.npy"
-
-    @property
-    def boxes_path(self) -> Path:
-        return self.root / "boxes.npy"
-
-    @property
-    def crops_path(self) -> Path:
-        return self.root / "crops.npy"
-
-    @property
-    def audio_path(self) -> Path:
-        return self.root / "audio.wav"
-
-    @property
-    def mel_path(self) -> Path:
-        return self.root / "mel.npy"
+    # -- paths (the layout in the module docstring) -------------------------------------
+    info_path = _entry("avatar.json")
+    frames_dir = _entry("frames")
+    landmarks_path = _entry("landmarks.npy")
+    boxes_path = _entry("boxes.npy")
+    crops_path = _entry("crops.npy")
+    audio_path = _entry("audio.wav")
+    mel_path = _entry("mel.npy")
 
     def frame_path(self, index: int) -> Path:
         return self.frames_dir / f"{index:06d}.jpg"

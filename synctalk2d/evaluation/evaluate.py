@@ -30,7 +30,7 @@ from synctalk2d.avatar import CROP_SIZE, FPS, SAMPLES_PER_FRAME
 from synctalk2d.errors import UserError
 from synctalk2d.evaluation import metrics
 from synctalk2d.face.crop import crop_face, model_crop
-from synctalk2d.face.landmarks import FaceTracker
+from synctalk2d.face.landmarks import FaceTracker, fill_missing
 from synctalk2d.face.lip_shape import aperture
 from synctalk2d.inference.lipsync import LipSync
 from synctalk2d.inference.schedule import frame_schedule
@@ -65,10 +65,7 @@ class Clip:
         missing = np.isnan(landmarks).any(axis=(1, 2))
         if missing.all():
             raise UserError("no face could be found in the rendered frames; the avatar is not usable")
-        if missing.any():
-            good = np.flatnonzero(~missing)
-            landmarks[missing] = landmarks[good[np.abs(good[None] - np.flatnonzero(missing)[:, None]).argmin(1)]]
-        return np.stack(self.crops), landmarks
+        return np.stack(self.crops), fill_missing(landmarks, ~missing)  # the rule preprocess uses
 
 
 def evaluate(avatar_dir: str | Path, preview: str | Path | None = None, silence_seconds: float = 4.0, show_progress: bool = True, **runtime) -> dict:

@@ -121,6 +121,13 @@ class Stage:
     bf16_on_cpu: bool = False
     step: int = 0  # the current training step, kept up to date by the loop (for schedules)
 
+    def setup(self, config: StageConfig, seed: int) -> StageConfig:
+        """Keep the stage's ``config`` and seed what the subclass builds next (the model's
+        initial weights: the same on every run and every rank). Returns ``config``."""
+        self.config = config
+        torch.manual_seed(seed)
+        return config
+
     def loss(self, model: torch.nn.Module, batch: list[torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The loss to minimise and named batch means to log (``loss`` included)."""
         raise NotImplementedError
