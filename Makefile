@@ -5,17 +5,23 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test demo bench clean
+.PHONY: setup lint test demo bench clean
 
 setup: $(STAMP)
 
-# torch goes in first and is pinned by constraints.txt: on a CPU machine this picks
-# the local CPU wheel and never resolves a CUDA build.
+# torch goes in first (on a CPU machine this picks the local CPU wheel and never resolves a
+# CUDA build); everything else at the exact versions in constraints.txt, so two installs
+# of the same checkout get the same packages.
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
+
+# ruff, configured in pyproject.toml: lint rules, then formatting (checked, not applied).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 test: $(STAMP)
 	$(PY) -m pytest -q

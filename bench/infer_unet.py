@@ -104,9 +104,9 @@ def bench_width(unet: UNet, images: np.ndarray, audio: np.ndarray, variants: lis
             x, a = images[:batch], audio[:batch]
             if runner is None:
                 with torch.inference_mode():
-                    fps, cpu_ms = timed(lambda: unet(to_float(x), torch.from_numpy(a)), batch, repeat)
+                    fps, cpu_ms = timed(lambda x=x, a=a: unet(to_float(x), torch.from_numpy(a)), batch, repeat)
             else:
-                fps, cpu_ms = timed(lambda: runner(x, a), batch, repeat)
+                fps, cpu_ms = timed(lambda x=x, a=a, runner=runner: runner(x, a), batch, repeat)
             row = dict(
                 width=unet.config.width, variant=name, batch=batch, fps=round(fps, 2), cpu_ms_per_frame=round(cpu_ms, 1),
                 idle_fps_estimate=round(CORES * 1000 / cpu_ms, 1), psnr_db=quality, setup_s=setup,

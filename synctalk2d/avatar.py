@@ -83,7 +83,7 @@ class Avatar:
         return self.info_path.is_file()
 
     @classmethod
-    def open(cls, root: str | Path) -> "Avatar":
+    def open(cls, root: str | Path) -> Avatar:
         """Open a complete avatar, or fail with a message that says what to run."""
         avatar = cls(root)
         if not avatar.is_complete():

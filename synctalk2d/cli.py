@@ -10,7 +10,6 @@ import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -75,7 +74,7 @@ def command(fn: Callable) -> Callable:
 def preprocess(
     video: Path = typer.Argument(..., help="Talking-head video (any format PyAV opens), ideally ~5 minutes."),
     avatar: Path = typer.Option(..., "--avatar", help="Directory to write the avatar to."),
-    audio: Optional[Path] = typer.Option(None, "--audio", help="Use this audio instead of the video's own track."),
+    audio: Path | None = typer.Option(None, "--audio", help="Use this audio instead of the video's own track."),
     force: bool = typer.Option(False, "--force", help="Replace an existing complete avatar."),
     debug: bool = DebugOption,
 ) -> None:
@@ -93,22 +92,22 @@ def preprocess(
 @command
 def train(
     avatar: Path = typer.Option(..., "--avatar", help="Avatar directory written by `synctalk2d preprocess`."),
-    conditioning: Optional[str] = typer.Option(None, "--conditioning", help="mouth (default): predicted lip shapes pick real mouths of the avatar (seconds to train); audio: the reference U-Net on audio features (hours, ideally on a GPU). A re-run keeps the avatar's."),
-    stage: Optional[str] = typer.Option(None, "--stage", help="Run only this stage: mouth; or audio-encoder (or features), syncnet, unet."),
+    conditioning: str | None = typer.Option(None, "--conditioning", help="mouth (default): predicted lip shapes pick real mouths of the avatar (seconds to train); audio: the reference U-Net on audio features (hours, ideally on a GPU). A re-run keeps the avatar's."),
+    stage: str | None = typer.Option(None, "--stage", help="Run only this stage: mouth; or audio-encoder (or features), syncnet, unet."),
     feature_type: str = typer.Option("ave", "--feature-type", help="Audio features: ave, hubert or wenet."),
     width: str = typer.Option("full", "--width", help="U-Net width: full or mobile (about 4x faster)."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs per stage (default: each stage's own)."),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="At most this many steps per stage."),
-    minutes: Optional[float] = typer.Option(None, "--minutes", help="Wall-clock budget for the whole run (20/15/65% per stage)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size per process for every stage (default 32/32/8)."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Epochs per stage (default: each stage's own)."),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="At most this many steps per stage."),
+    minutes: float | None = typer.Option(None, "--minutes", help="Wall-clock budget for the whole run (20/15/65% per stage)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Batch size per process for every stage (default 32/32/8)."),
     holdout_seconds: float = typer.Option(0.0, "--holdout-seconds", help="Never train on the clip's last S seconds (kept for evaluation)."),
-    device: Optional[str] = typer.Option(None, "--device", help="cuda, mps or cpu (default: the best available)."),
-    audio_encoder_weights: Optional[Path] = typer.Option(None, "--audio-encoder-weights", help="Pretrained AVE encoder (Wav2Lip layout) instead of training one."),
-    hubert_model: Optional[Path] = typer.Option(None, "--hubert-model", help="HuBERT model directory (with --feature-type hubert)."),
-    wenet_model: Optional[Path] = typer.Option(None, "--wenet-model", help="WeNet encoder .onnx (with --feature-type wenet)."),
-    vgg_weights: Optional[Path] = typer.Option(None, "--vgg-weights", help="VGG19 weights for the perceptual loss (default: torch hub cache)."),
-    mouth_prior: Optional[Path] = typer.Option(None, "--mouth-prior", help="Mouth-motion prior to adapt (default: the one shipped with synctalk2d; see `synctalk2d mouth-prior`)."),
-    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Steps between resumable checkpoints (default 200)."),
+    device: str | None = typer.Option(None, "--device", help="cuda, mps or cpu (default: the best available)."),
+    audio_encoder_weights: Path | None = typer.Option(None, "--audio-encoder-weights", help="Pretrained AVE encoder (Wav2Lip layout) instead of training one."),
+    hubert_model: Path | None = typer.Option(None, "--hubert-model", help="HuBERT model directory (with --feature-type hubert)."),
+    wenet_model: Path | None = typer.Option(None, "--wenet-model", help="WeNet encoder .onnx (with --feature-type wenet)."),
+    vgg_weights: Path | None = typer.Option(None, "--vgg-weights", help="VGG19 weights for the perceptual loss (default: torch hub cache)."),
+    mouth_prior: Path | None = typer.Option(None, "--mouth-prior", help="Mouth-motion prior to adapt (default: the one shipped with synctalk2d; see `synctalk2d mouth-prior`)."),
+    checkpoint_every: int | None = typer.Option(None, "--checkpoint-every", help="Steps between resumable checkpoints (default 200)."),
     seed: int = typer.Option(0, "--seed", help="Seed for initialisation, data order and augmentation."),
     debug: bool = DebugOption,
 ) -> None:
@@ -129,7 +128,7 @@ def train(
 def mouth_prior(
     videos: list[Path] = typer.Argument(..., help="Talking clips (videos with their own speech), or folders of them."),
     workdir: Path = typer.Option(Path("mouth-pool"), "--workdir", help="Where the clips are preprocessed (reused on the next run)."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Where to write the prior (default: the one shipped inside the package)."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="Where to write the prior (default: the one shipped inside the package)."),
     debug: bool = DebugOption,
 ) -> None:
     """Train the speaker-independent mouth-motion prior that `train` adapts to each avatar."""
@@ -187,7 +186,7 @@ def infer(
 @command
 def export(
     avatar: Path = typer.Option(..., "--avatar", help="A trained avatar directory."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Where to write the ONNX model (default: AVATAR/unet.onnx)."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="Where to write the ONNX model (default: AVATAR/unet.onnx)."),
     debug: bool = DebugOption,
 ) -> None:
     """Export the avatar's U-Net to ONNX (BatchNorm folded, dynamic batch) for `infer --backend onnx` or other runtimes."""
@@ -202,8 +201,8 @@ def export(
 @command
 def evaluate(
     avatar: Path = typer.Option(..., "--avatar", help="An avatar trained with --holdout-seconds."),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON here."),
-    preview: Optional[Path] = typer.Option(None, "--preview", help="Write a side-by-side video (generated | real) of the held-out tail."),
+    json_path: Path | None = typer.Option(None, "--json", help="Also write the report as JSON here."),
+    preview: Path | None = typer.Option(None, "--preview", help="Write a side-by-side video (generated | real) of the held-out tail."),
     backend: str = BackendOption,
     precision: str = PrecisionOption,
     device: str = DeviceOption,

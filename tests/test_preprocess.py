@@ -6,8 +6,8 @@ import time
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import decode_rgb, encode_clip, fixture_path
 
+from conftest import decode_rgb, encode_clip, fixture_path
 from synctalk2d.avatar import Avatar
 from synctalk2d.media.audio import load_audio
 

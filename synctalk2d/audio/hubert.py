@@ -10,9 +10,9 @@ in the Hugging Face cache.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -33,7 +33,11 @@ def load_hubert(name_or_dir: str | Path = DEFAULT_MODEL, device: str | torch.dev
     model stays loaded, so rendering clip after clip doesn't reload a 1.2 GB model each time.
     """
     from huggingface_hub import constants, snapshot_download
-    from transformers import AutoFeatureExtractor, HubertModel
+
+    try:  # an optional extra: only this feature type needs it, and it is large
+        from transformers import AutoFeatureExtractor, HubertModel
+    except ImportError:
+        raise UserError("HuBERT features need the transformers package: pip install 'synctalk2d[hubert]'") from None
 
     model_dir = Path(name_or_dir).expanduser()
     if not model_dir.is_dir():

@@ -62,7 +62,7 @@ class MouthConditioning:
         padded = np.concatenate([shapes[:1], shapes, shapes[-1:]]) if len(shapes) else shapes
         return sum(w * padded[i : i + len(shapes)] for i, w in enumerate(SMOOTHING)).astype(np.float32) if len(shapes) else shapes
 
-    def picker(self) -> "ReferencePicker":
+    def picker(self) -> ReferencePicker:
         return ReferencePicker(self.bank, self.bank_coefficients, MARGIN * float(self.model.scale[0]), self._coefficients(self.rest_shape[None])[0], self._coefficients)
 
 

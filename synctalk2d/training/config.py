@@ -137,7 +137,7 @@ class Splits:
     holdout: range
 
     @classmethod
-    def of(cls, num_frames: int, holdout_seconds: float, val_fraction: float) -> "Splits":
+    def of(cls, num_frames: int, holdout_seconds: float, val_fraction: float) -> Splits:
         holdout = min(num_frames, int(round(holdout_seconds * FPS)))
         used = num_frames - holdout
         val = max(MIN_VAL_FRAMES, int(math.ceil(used * val_fraction)))

@@ -68,7 +68,7 @@ class Runtime:
     def distributed(self) -> bool:
         return self.world_size > 1
 
-    def autocast(self, stage: "Stage") -> contextlib.AbstractContextManager:
+    def autocast(self, stage: Stage) -> contextlib.AbstractContextManager:
         """Mixed precision for ``stage``'s forward passes (on a CPU only if the stage allows it)."""
         if self.amp_dtype is None or (self.device.type == "cpu" and not stage.bf16_on_cpu):
             return contextlib.nullcontext()

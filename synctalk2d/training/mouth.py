@@ -60,7 +60,7 @@ class Clip:
     speech: np.ndarray  # (N,) voice activity
 
     @classmethod
-    def of(cls, avatar: Avatar, frames: range | None = None) -> "Clip":
+    def of(cls, avatar: Avatar, frames: range | None = None) -> Clip:
         wav, _ = sf.read(avatar.audio_path, dtype="float32")
         shapes = lip_shapes(avatar.landmarks(), avatar.boxes())
         windows = frame_windows(normalised_mel(wav), len(shapes))

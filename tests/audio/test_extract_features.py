@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import fixture_path
 
+from conftest import fixture_path
 from synctalk2d.audio.ave import ave_features
 from synctalk2d.audio.features import FEATURE_TYPES, extract_features
 from synctalk2d.audio.mel import melspectrogram

@@ -1,8 +1,8 @@
 import librosa
 import numpy as np
 import soundfile as sf
-from conftest import fixture_path
 
+from conftest import fixture_path
 from synctalk2d.audio.mel import MEL_FPS, mel_index, melspectrogram
 
 

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import fixture_path
 from transformers.audio_utils import mel_filter_bank, spectrogram, window_function
 
+from conftest import fixture_path
 from synctalk2d.audio.features import extract_features
 from synctalk2d.audio.wenet import kaldi_fbank, load_wenet, wenet_features
 from synctalk2d.audio.windows import feature_window, to_model_window

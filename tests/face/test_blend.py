@@ -2,8 +2,8 @@ import av
 import cv2
 import numpy as np
 import pytest
-from conftest import fixture_path
 
+from conftest import fixture_path
 from synctalk2d.face.blend import feather_mask, paste_area, paste_face, seam_energy
 from synctalk2d.face.crop import MASK_RECT, crop_face, model_crop
 

@@ -10,8 +10,8 @@ import av
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import write_speech
 
+from conftest import write_speech
 from synctalk2d.evaluation.metrics import mean_frame_change, psnr
 from synctalk2d.face.blend import seam_energy
 from synctalk2d.media.audio import load_audio
@@ -168,7 +168,6 @@ def test_refused_precision_says_why(trained_avatar, tmp_path):
 def other_avatar(trained_avatar, tmp_path_factory):
     """A second avatar (re-preprocessed, so a new identity) given the first one's checkpoints."""
     from conftest import fixture_path
-
     from synctalk2d.preprocess import preprocess
 
     root = tmp_path_factory.mktemp("other") / "talk_c"

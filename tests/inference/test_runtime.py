@@ -12,9 +12,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import fixture_path
 from torch import nn
 
+from conftest import fixture_path
 from synctalk2d.device import cpu_has_fast_bf16
 from synctalk2d.errors import UserError
 from synctalk2d.face.crop import mask_lower_face

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import fixture_path
 
+from conftest import fixture_path
 from synctalk2d.errors import UserError
 from synctalk2d.media.audio import fit_length, load_audio, load_audio_track
 

@@ -4,8 +4,8 @@ import struct
 import av
 import numpy as np
 import pytest
-from conftest import decode_rgb, encode_clip, fixture_path
 
+from conftest import decode_rgb, encode_clip, fixture_path
 from synctalk2d.errors import UserError
 from synctalk2d.media.video import iter_frames, probe_video
 

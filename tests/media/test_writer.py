@@ -1,8 +1,8 @@
 import av
 import numpy as np
 import pytest
-from conftest import decode_rgb, fixture_path
 
+from conftest import decode_rgb, fixture_path
 from synctalk2d.media.writer import VideoWriter
 
 N = 30  # frames: 1.2 s at 25 fps
