@@ -108,8 +108,14 @@ def bench_width(unet: UNet, images: np.ndarray, audio: np.ndarray, variants: lis
             else:
                 fps, cpu_ms = timed(lambda x=x, a=a, runner=runner: runner(x, a), batch, repeat)
             row = dict(
-                width=unet.config.width, variant=name, batch=batch, fps=round(fps, 2), cpu_ms_per_frame=round(cpu_ms, 1),
-                idle_fps_estimate=round(CORES * 1000 / cpu_ms, 1), psnr_db=quality, setup_s=setup,
+                width=unet.config.width,
+                variant=name,
+                batch=batch,
+                fps=round(fps, 2),
+                cpu_ms_per_frame=round(cpu_ms, 1),
+                idle_fps_estimate=round(CORES * 1000 / cpu_ms, 1),
+                psnr_db=quality,
+                setup_s=setup,
             )
             if runner is not None:
                 row.update(backend=runner.backend, precision=runner.precision, workers=runner.workers)
@@ -143,10 +149,18 @@ def main() -> None:
             shape = WINDOW_SHAPES[unet.config.feature_type]
             audio = np.random.default_rng(0).standard_normal((count, *shape)).astype(np.float32)
             results += bench_width(unet, images, audio, variants, args.batches, args.repeat)
-    print(json.dumps({
-        "machine": platform.processor() or platform.machine(), "cores": CORES,
-        "torch": torch.__version__, "weights": str(args.avatar) if args.avatar else "random", "results": results,
-    }, indent=1))
+    print(
+        json.dumps(
+            {
+                "machine": platform.processor() or platform.machine(),
+                "cores": CORES,
+                "torch": torch.__version__,
+                "weights": str(args.avatar) if args.avatar else "random",
+                "results": results,
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -87,10 +87,7 @@ class Avatar:
         """Open a complete avatar, or fail with a message that says what to run."""
         avatar = cls(root)
         if not avatar.is_complete():
-            raise UserError(
-                f"{avatar.root} is not a complete avatar (no avatar.json); "
-                "run `synctalk2d preprocess VIDEO --avatar DIR` first"
-            )
+            raise UserError(f"{avatar.root} is not a complete avatar (no avatar.json); run `synctalk2d preprocess VIDEO --avatar DIR` first")
         return avatar
 
     @property
@@ -98,8 +95,7 @@ class Avatar:
         data = json.loads(self.info_path.read_text())
         if data.get("format_version") != FORMAT_VERSION:
             raise UserError(
-                f"{self.root} has avatar format {data.get('format_version')}, this synctalk2d "
-                f"reads format {FORMAT_VERSION}; preprocess the video again"
+                f"{self.root} has avatar format {data.get('format_version')}, this synctalk2d reads format {FORMAT_VERSION}; preprocess the video again"
             )
         return AvatarInfo(**data)
 

@@ -24,6 +24,7 @@ def tune_process() -> None:
 
     tune()
 
+
 app = typer.Typer(
     help="SyncTalk_2D lip-sync: learn a person from a short video, then make them say any speech.",
     no_args_is_help=True,
@@ -92,7 +93,12 @@ def preprocess(
 @command
 def train(
     avatar: Path = typer.Option(..., "--avatar", help="Avatar directory written by `synctalk2d preprocess`."),
-    conditioning: str | None = typer.Option(None, "--conditioning", help="mouth (default): predicted lip shapes pick real mouths of the avatar (seconds to train); audio: the reference U-Net on audio features (hours, ideally on a GPU). A re-run keeps the avatar's."),
+    conditioning: str | None = typer.Option(
+        None,
+        "--conditioning",
+        help="mouth (default): predicted lip shapes pick real mouths of the avatar (seconds to train); "
+        "audio: the reference U-Net on audio features (hours, ideally on a GPU). A re-run keeps the avatar's.",
+    ),
     stage: str | None = typer.Option(None, "--stage", help="Run only this stage: mouth; or audio-encoder (or features), syncnet, unet."),
     feature_type: str = typer.Option("ave", "--feature-type", help="Audio features: ave, hubert or wenet."),
     width: str = typer.Option("full", "--width", help="U-Net width: full or mobile (about 4x faster)."),
@@ -106,7 +112,9 @@ def train(
     hubert_model: Path | None = typer.Option(None, "--hubert-model", help="HuBERT model directory (with --feature-type hubert)."),
     wenet_model: Path | None = typer.Option(None, "--wenet-model", help="WeNet encoder .onnx (with --feature-type wenet)."),
     vgg_weights: Path | None = typer.Option(None, "--vgg-weights", help="VGG19 weights for the perceptual loss (default: torch hub cache)."),
-    mouth_prior: Path | None = typer.Option(None, "--mouth-prior", help="Mouth-motion prior to adapt (default: the one shipped with synctalk2d; see `synctalk2d mouth-prior`)."),
+    mouth_prior: Path | None = typer.Option(
+        None, "--mouth-prior", help="Mouth-motion prior to adapt (default: the one shipped with synctalk2d; see `synctalk2d mouth-prior`)."
+    ),
     checkpoint_every: int | None = typer.Option(None, "--checkpoint-every", help="Steps between resumable checkpoints (default 200)."),
     seed: int = typer.Option(0, "--seed", help="Seed for initialisation, data order and augmentation."),
     debug: bool = DebugOption,
@@ -116,9 +124,24 @@ def train(
     from synctalk2d.training.train import train as run_train
 
     config = build_config(
-        avatar, conditioning=conditioning, stage=stage, feature_type=feature_type, width=width, epochs=epochs, max_steps=max_steps, minutes=minutes,
-        batch_size=batch_size, holdout_seconds=holdout_seconds, device=device, audio_encoder_weights=audio_encoder_weights,
-        hubert_model=hubert_model, wenet_model=wenet_model, vgg_weights=vgg_weights, mouth_prior=mouth_prior, checkpoint_every=checkpoint_every, seed=seed,
+        avatar,
+        conditioning=conditioning,
+        stage=stage,
+        feature_type=feature_type,
+        width=width,
+        epochs=epochs,
+        max_steps=max_steps,
+        minutes=minutes,
+        batch_size=batch_size,
+        holdout_seconds=holdout_seconds,
+        device=device,
+        audio_encoder_weights=audio_encoder_weights,
+        hubert_model=hubert_model,
+        wenet_model=wenet_model,
+        vgg_weights=vgg_weights,
+        mouth_prior=mouth_prior,
+        checkpoint_every=checkpoint_every,
+        seed=seed,
     )
     run_train(config)
     console.print(f"[green]trained[/green] {avatar}")
@@ -143,7 +166,12 @@ def mouth_prior(
 
 
 BackendOption = typer.Option("auto", "--backend", help="U-Net runtime: auto, torch or onnx.")
-PrecisionOption = typer.Option("auto", "--precision", help="auto, fp32, bf16, fp16 (CUDA) or int8 (onnxruntime, calibrated on the avatar's frames); reduced precision is checked at load and falls back to fp32 below 40 dB PSNR.")
+PrecisionOption = typer.Option(
+    "auto",
+    "--precision",
+    help="auto, fp32, bf16, fp16 (CUDA) or int8 (onnxruntime, calibrated on the avatar's frames); "
+    "reduced precision is checked at load and falls back to fp32 below 40 dB PSNR.",
+)
 DeviceOption = typer.Option("auto", "--device", help="auto, cpu, cuda or mps.")
 
 

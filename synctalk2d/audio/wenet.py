@@ -119,10 +119,7 @@ def wenet_features(wav16k: np.ndarray, num_frames: int, session: ort.InferenceSe
     fbank = kaldi_fbank(fit_length(wav16k, total, offset=-PAD_BEFORE))
     inputs = {arg.name: arg for arg in session.get_inputs()}
     chunk_shape = (1,) * (len(inputs.pop("chunk").shape) - 2) + (CHUNK, N_MELS)
-    constants = {
-        name: np.full(arg.shape, OFFSET, np.int64) if name == "offset" else np.zeros(arg.shape, np.float32)
-        for name, arg in inputs.items()
-    }
+    constants = {name: np.full(arg.shape, OFFSET, np.int64) if name == "offset" else np.zeros(arg.shape, np.float32) for name, arg in inputs.items()}
     features = []
     for start in range(0, num_frames * FBANK_PER_FRAME, FBANK_PER_FRAME):
         chunk = fbank[start : start + CHUNK].reshape(chunk_shape)

@@ -192,7 +192,9 @@ def _sync(syncnet, crops: np.ndarray, features: np.ndarray, feature_type: str) -
     face_emb = torch.cat([syncnet(faces[frames[i : i + 16]], _windows(features, frames[i : i + 16], feature_type))[1] for i in range(0, len(frames), 16)])
     similarity = []
     for offset in offsets:
-        audio_emb = torch.cat([syncnet(faces[frames[i : i + 16]], _windows(features, frames[i : i + 16] + offset, feature_type))[0] for i in range(0, len(frames), 16)])
+        audio_emb = torch.cat(
+            [syncnet(faces[frames[i : i + 16]], _windows(features, frames[i : i + 16] + offset, feature_type))[0] for i in range(0, len(frames), 16)]
+        )
         similarity.append(torch.nn.functional.cosine_similarity(audio_emb, face_emb).mean().item())
     best, confidence = metrics.sync_offset(np.array(similarity), offsets)
     return {"sync_offset": best, "sync_confidence": confidence, "sync_similarity": float(max(similarity))}

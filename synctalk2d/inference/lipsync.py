@@ -139,4 +139,3 @@ class LipSync:
         for start in range(0, len(schedule), self.batch_size):
             indices = np.arange(start, min(start + self.batch_size, len(schedule)))
             yield schedule[indices], self.audio_windows(features, indices)
-

@@ -63,7 +63,9 @@ class MouthConditioning:
         return sum(w * padded[i : i + len(shapes)] for i, w in enumerate(SMOOTHING)).astype(np.float32) if len(shapes) else shapes
 
     def picker(self) -> ReferencePicker:
-        return ReferencePicker(self.bank, self.bank_coefficients, MARGIN * float(self.model.scale[0]), self._coefficients(self.rest_shape[None])[0], self._coefficients)
+        return ReferencePicker(
+            self.bank, self.bank_coefficients, MARGIN * float(self.model.scale[0]), self._coefficients(self.rest_shape[None])[0], self._coefficients
+        )
 
 
 class ReferencePicker:
@@ -83,7 +85,11 @@ class ReferencePicker:
             resting = np.allclose(wanted, self.rest)
             follow = [self.previous] if resting else [self.previous + 1, self.previous]
             for candidate in follow:
-                if candidate < len(self.bank) and self.bank[candidate] == self.bank[self.previous] + (candidate - self.previous) and cost[candidate] <= cost[best] + self.margin:
+                if (
+                    candidate < len(self.bank)
+                    and self.bank[candidate] == self.bank[self.previous] + (candidate - self.previous)
+                    and cost[candidate] <= cost[best] + self.margin
+                ):
                     best = candidate
                     break
         self.previous = best

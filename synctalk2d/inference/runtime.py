@@ -133,8 +133,14 @@ def export_onnx(unet: UNet, path: str | Path, opset: int = 17) -> Path:
     path = Path(path)
     with atomic_path(path) as tmp:
         torch.onnx.export(
-            model, (image, audio), tmp, input_names=["image", "audio"], output_names=["face"],
-            dynamic_axes={"image": batch, "audio": batch, "face": batch}, opset_version=opset, dynamo=False,
+            model,
+            (image, audio),
+            tmp,
+            input_names=["image", "audio"],
+            output_names=["face"],
+            dynamic_axes={"image": batch, "audio": batch, "face": batch},
+            opset_version=opset,
+            dynamo=False,
         )
     return path
 
@@ -218,8 +224,13 @@ def _quantize_int8(path: Path, samples, workdir: Path) -> Path:
     prepared, quantized = workdir / "prepared.onnx", workdir / "int8.onnx"
     quant_pre_process(str(path), str(prepared), skip_symbolic_shape=True)
     quantize_static(
-        str(prepared), str(quantized), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        str(prepared),
+        str(quantized),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
     )
     return quantized
 

@@ -40,10 +40,18 @@ class MouthModel(nn.Module):
         c = config.channels
         self.net = nn.Sequential(
             nn.Dropout(0.1),
-            nn.Conv1d(config.n_mels, c, 5, stride=2, padding=2), nn.BatchNorm1d(c), nn.GELU(),
-            nn.Conv1d(c, c, 5, stride=2, padding=2), nn.BatchNorm1d(c), nn.GELU(),
-            nn.Conv1d(c, c, 3, stride=2, padding=1), nn.BatchNorm1d(c), nn.GELU(),
-            nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Dropout(config.dropout),
+            nn.Conv1d(config.n_mels, c, 5, stride=2, padding=2),
+            nn.BatchNorm1d(c),
+            nn.GELU(),
+            nn.Conv1d(c, c, 5, stride=2, padding=2),
+            nn.BatchNorm1d(c),
+            nn.GELU(),
+            nn.Conv1d(c, c, 3, stride=2, padding=1),
+            nn.BatchNorm1d(c),
+            nn.GELU(),
+            nn.AdaptiveAvgPool1d(1),
+            nn.Flatten(),
+            nn.Dropout(config.dropout),
             nn.Linear(c, config.num_coefficients),
         )
         # PCA basis of lip-shape changes (K, 40) and each coefficient's std in the training pool

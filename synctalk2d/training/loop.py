@@ -244,7 +244,9 @@ class Trainer:
     def fit(self, seconds: float | None, show_progress: bool) -> StageResult:
         if (self.directory / "latest.safetensors").is_file():
             self._resume(self.directory / "latest")
-        sampler = KeyedBatchSampler(len(self.stage.train_set), self.config.batch_size, self.runtime.seed, self.step, None, self.runtime.rank, self.runtime.world_size)
+        sampler = KeyedBatchSampler(
+            len(self.stage.train_set), self.config.batch_size, self.runtime.seed, self.step, None, self.runtime.rank, self.runtime.world_size
+        )
         total = self.config.max_steps or (self.config.epochs * sampler.steps_per_epoch if self.config.epochs else None)
         if total is None and seconds is None:
             raise UserError(f"stage {self.stage.name} has no budget: give --epochs, --max-steps or --minutes")
@@ -419,7 +421,10 @@ class Trainer:
         checkpoint = load_checkpoint(stem)
         config = self.stage.checkpoint_config()
         if (checkpoint.config.get("kind"), checkpoint.config.get("model")) != (config["kind"], config["model"]):
-            raise UserError(f"{stem}.safetensors was trained with another model configuration ({checkpoint.config.get('model')}); delete {stem.parent} to train this stage again")
+            raise UserError(
+                f"{stem}.safetensors was trained with another model configuration ({checkpoint.config.get('model')}); "
+                f"delete {stem.parent} to train this stage again"
+            )
         self.model.load_state_dict(checkpoint.weights)
         if checkpoint.optimizer is not None:
             self.optimizer.load_state_dict(checkpoint.optimizer)
@@ -459,4 +464,3 @@ class Trainer:
             dist.broadcast(flag, 0)
             stop = bool(flag.item())
         return stop
-

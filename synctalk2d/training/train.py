@@ -94,7 +94,9 @@ def train(config: TrainConfig, show_progress: bool = True) -> list[StageResult]:
         for i, name in enumerate(names):
             if done := _already_done(name, avatar.root, config):
                 if runtime.is_main:
-                    console.print(f"{name}: already trained ({done.step} steps), skipping; delete {stage_dir(avatar.root, name)} to train it again", soft_wrap=True)
+                    console.print(
+                        f"{name}: already trained ({done.step} steps), skipping; delete {stage_dir(avatar.root, name)} to train it again", soft_wrap=True
+                    )
                 results.append(done)
                 continue
             seconds = None

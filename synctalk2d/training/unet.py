@@ -102,8 +102,7 @@ class UNetStage(Stage):
             return self.config.sync_weight
         if runtime.is_main:
             console.print(
-                f"unet: the SyncNet {why}, so its verdict would be noise: training without the sync loss "
-                "(more video, or a longer syncnet stage, fixes this)",
+                f"unet: the SyncNet {why}, so its verdict would be noise: training without the sync loss (more video, or a longer syncnet stage, fixes this)",
                 soft_wrap=True,
             )
         return 0.0

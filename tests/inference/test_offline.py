@@ -26,7 +26,16 @@ def run_cli(*args, timeout=600):
 def read_video(path):
     with av.open(str(path)) as c:
         video, audio = c.streams.video[0], c.streams.audio[0]
-        meta = (video.codec_context.name, video.codec_context.pix_fmt, video.average_rate, video.width, video.height, audio.codec_context.name, audio.rate, audio.channels)
+        meta = (
+            video.codec_context.name,
+            video.codec_context.pix_fmt,
+            video.average_rate,
+            video.width,
+            video.height,
+            audio.codec_context.name,
+            audio.rate,
+            audio.channels,
+        )
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     return meta, frames
 
