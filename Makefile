@@ -5,19 +5,32 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test demo bench clean
+.PHONY: setup browser lint test demo bench clean
 
 setup: $(STAMP)
 
-# torch goes in first and is pinned by constraints.txt: on a CPU machine this picks
-# the local CPU wheel and never resolves a CUDA build.
+# torch goes in first (on a CPU machine this picks the local CPU wheel and never resolves a
+# CUDA build); everything else at the exact versions in constraints.txt, so two installs
+# of the same checkout get the same packages.
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-test: $(STAMP)
+# ruff, configured in pyproject.toml: lint rules, then formatting (checked, not applied).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# Debian's chromium for the web page's browser test (Playwright drives it; its own browser
+# download needs the internet). Installed when missing and apt-get can run as root.
+browser:
+	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "warning: /usr/bin/chromium is missing (apt-get install chromium); the browser test will be skipped"
+
+test: $(STAMP) browser
 	$(PY) -m pytest -q
 
 demo: $(STAMP)

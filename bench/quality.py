@@ -32,11 +32,20 @@ from synctalk2d.avatar import Avatar
 from synctalk2d.evaluation.evaluate import evaluate
 from synctalk2d.models.checkpoint import save_checkpoint
 from synctalk2d.training.config import MouthStageConfig
-from synctalk2d.training.mouth import Clip, adapt, aperture_r, pool_clips, speaker_scale, train_prior
+from synctalk2d.training.mouth import (
+    Clip,
+    adapt,
+    aperture_r,
+    pool_clips,
+    speaker_scale,
+    train_prior,
+)
 from synctalk2d.training.train import build_config, train
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-POOL = sorted((SHARED / "data" / "mouth-pool").glob("*.mp4")) + [SHARED / "fixtures" / f for f in ("talk_a.mp4", "talk_b.mp4", "talk_c.mp4", "talk_d.mp4", "talk_e.mp4", "speaker_20s.mp4")]
+POOL = sorted((SHARED / "data" / "mouth-pool").glob("*.mp4")) + [
+    SHARED / "fixtures" / f for f in ("talk_a.mp4", "talk_b.mp4", "talk_c.mp4", "talk_d.mp4", "talk_e.mp4", "speaker_20s.mp4")
+]
 SAME_SPEAKER = {"pcavs_pose_source_741400163": "pcavs_audio_source_741400104"}  # per the pool's SOURCES.md
 RENDERED = ("speaker_20s", "mimictalk_german_20s")
 ADAPT_SHARE = 0.7
@@ -175,7 +184,11 @@ def main() -> None:
     torch.manual_seed(0)
     started = time.monotonic()
     clips = pool_clips(POOL, args.workdir / "pool")
-    result = {"machine": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads(), "pool_frames": int(sum(len(c.shapes) for c in clips))}
+    result = {
+        "machine": platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "pool_frames": int(sum(len(c.shapes) for c in clips)),
+    }
     if not args.skip_mouth:
         result["mouth_model"] = score_mouth_model(clips)
     if not args.skip_render:

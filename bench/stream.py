@@ -65,7 +65,7 @@ def start_server(avatar: Path, max_sessions: int) -> tuple[subprocess.Popen, int
                 return server, port
         except OSError:
             if server.poll() is not None:
-                raise SystemExit(f"the server exited: {server.stderr.read().decode()}")
+                raise SystemExit(f"the server exited: {server.stderr.read().decode()}") from None
             time.sleep(0.1)
     raise SystemExit("the server did not start within a minute")
 
@@ -101,8 +101,14 @@ async def session(port: int, pcm: bytes, width: int | None, burst: bool) -> dict
                 raise RuntimeError(event["message"])
         await sender
     span = frame_times[-1] - frame_times[0] if len(frame_times) > 1 else float("nan")
-    return {"size": [ready["width"], ready["height"]], "first": latencies[0], "latencies": latencies,
-            "fps": (len(frame_times) - 1) / span, "dropped": dropped, "held": held}
+    return {
+        "size": [ready["width"], ready["height"]],
+        "first": latencies[0],
+        "latencies": latencies,
+        "fps": (len(frame_times) - 1) / span,
+        "dropped": dropped,
+        "held": held,
+    }
 
 
 def percentiles(values: list[float]) -> dict:
@@ -114,10 +120,17 @@ async def run(port: int, pcm: bytes, width: int | None, sessions: int, burst: bo
     for _ in range(repeats):
         results += await asyncio.gather(*(session(port, pcm, width, burst) for _ in range(sessions)))
     fps = min(r["fps"] for r in results)
-    return {"sessions": sessions, "mode": "burst" if burst else "realtime", "size": results[0]["size"],
-            "first_frame_latency_ms": percentiles([r["first"] for r in results]),
-            "frame_latency_ms": percentiles([x for r in results for x in r["latencies"]]),
-            "fps": round(fps, 2), "dropped_frames": sum(r["dropped"] for r in results), "held_frames": sum(r["held"] for r in results), "realtime": fps >= 24 and not any(r["dropped"] for r in results)}
+    return {
+        "sessions": sessions,
+        "mode": "burst" if burst else "realtime",
+        "size": results[0]["size"],
+        "first_frame_latency_ms": percentiles([r["first"] for r in results]),
+        "frame_latency_ms": percentiles([x for r in results for x in r["latencies"]]),
+        "fps": round(fps, 2),
+        "dropped_frames": sum(r["dropped"] for r in results),
+        "held_frames": sum(r["held"] for r in results),
+        "realtime": fps >= 24 and not any(r["dropped"] for r in results),
+    }
 
 
 def main() -> None:
@@ -150,8 +163,18 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(10)
-    print(json.dumps({"avatar": str(args.avatar or "bundled sample"), "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                      "speech_seconds": args.seconds, "runs": runs}, indent=2))
+    print(
+        json.dumps(
+            {
+                "avatar": str(args.avatar or "bundled sample"),
+                "cpu": platform.processor() or platform.machine(),
+                "cores": os.cpu_count(),
+                "speech_seconds": args.seconds,
+                "runs": runs,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -62,7 +62,7 @@ def measure(stage, avatar: Avatar, runtime, steps: int) -> dict:
         torch.cuda.synchronize()
     train_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    for i, batch in enumerate(loader()):
+    for i, _batch in enumerate(loader()):
         if i == WARMUP:
             started = time.perf_counter()
     load_seconds = time.perf_counter() - started

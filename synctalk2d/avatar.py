@@ -17,18 +17,19 @@ config saved next to what it produced.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from synctalk2d.atomic import write_json_atomic
 from synctalk2d.errors import UserError
+from synctalk2d.media.audio import SAMPLE_RATE
 
 FORMAT_VERSION = 1
 FPS = 25
+SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # audio.wav samples per video frame (640)
 CROP_SIZE = 328  # stored crop size; models see the centre 320x320
 
 
@@ -49,15 +50,9 @@ class AvatarInfo:
     face_detected_share: float
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON through a temp file + rename so a reader never sees half a file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+def _entry(name: str) -> property:
+    """A read-only ``Path`` property: ``name`` inside the avatar directory."""
+    return property(lambda self: self.root / name, doc=f"``{name}`` in the avatar directory")
 
 
 class Avatar:
@@ -66,51 +61,33 @@ class Avatar:
     def __init__(self, root: str | Path):
         self.root = Path(root)
 
-    # -- paths -----------------------------------------------------------------------
-    @property
-    def info_path(self) -> Path:
-        return self.root / "avatar.json"
-
-    @property
-    def frames_dir(self) -> Path:
-        return self.root / "frames"
-
-    @property
-    def landmarks_path(self) -> Path:
-        return self.root / "landmarks.npy"
-
-    @property
-    def boxes_path(self) -> Path:
-        return self.root / "boxes.npy"
-
-    @property
-    def crops_path(self) -> Path:
-        return self.root / "crops.npy"
-
-    @property
-    def audio_path(self) -> Path:
-        return self.root / "audio.wav"
-
-    @property
-    def mel_path(self) -> Path:
-        return self.root / "mel.npy"
+    # -- paths (the layout in the module docstring) -------------------------------------
+    info_path = _entry("avatar.json")
+    frames_dir = _entry("frames")
+    landmarks_path = _entry("landmarks.npy")
+    boxes_path = _entry("boxes.npy")
+    crops_path = _entry("crops.npy")
+    audio_path = _entry("audio.wav")
+    mel_path = _entry("mel.npy")
 
     def frame_path(self, index: int) -> Path:
         return self.frames_dir / f"{index:06d}.jpg"
+
+    def features_path(self, feature_type: str) -> Path:
+        """Per-frame audio features of one type, written by training (stage
+        ``audio-encoder`` for ave, ``features`` for the pretrained ones)."""
+        return self.root / "features" / f"{feature_type}.npy"
 
     # -- state -----------------------------------------------------------------------
     def is_complete(self) -> bool:
         return self.info_path.is_file()
 
     @classmethod
-    def open(cls, root: str | Path) -> "Avatar":
+    def open(cls, root: str | Path) -> Avatar:
         """Open a complete avatar, or fail with a message that says what to run."""
         avatar = cls(root)
         if not avatar.is_complete():
-            raise UserError(
-                f"{avatar.root} is not a complete avatar (no avatar.json); "
-                "run `synctalk2d preprocess VIDEO --avatar DIR` first"
-            )
+            raise UserError(f"{avatar.root} is not a complete avatar (no avatar.json); run `synctalk2d preprocess VIDEO --avatar DIR` first")
         return avatar
 
     @property
@@ -118,8 +95,7 @@ class Avatar:
         data = json.loads(self.info_path.read_text())
         if data.get("format_version") != FORMAT_VERSION:
             raise UserError(
-                f"{self.root} has avatar format {data.get('format_version')}, this synctalk2d "
-                f"reads format {FORMAT_VERSION}; preprocess the video again"
+                f"{self.root} has avatar format {data.get('format_version')}, this synctalk2d reads format {FORMAT_VERSION}; preprocess the video again"
             )
         return AvatarInfo(**data)
 
@@ -142,6 +118,17 @@ class Avatar:
 
     def mel(self) -> np.ndarray:
         return np.load(self.mel_path)
+
+    def features(self, feature_type: str) -> np.ndarray:
+        """(N, ...) audio features of ``feature_type``, checked against the frame count."""
+        path = self.features_path(feature_type)
+        if not path.is_file():
+            first = "audio-encoder" if feature_type == "ave" else "features"
+            raise UserError(f"{path} does not exist; run `synctalk2d train --avatar {self.root} --stage {first}` first")
+        features = np.load(path)
+        if len(features) != self.info.num_frames:
+            raise UserError(f"{path} has {len(features)} frames, the avatar {self.info.num_frames}; delete it and train again")
+        return features
 
     def frame(self, index: int, width: int | None = None) -> np.ndarray:
         """Full frame ``index`` as an (H, W, 3) uint8 RGB array, or scaled to ``width``

@@ -10,12 +10,20 @@ import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from synctalk2d.errors import UserError
 from synctalk2d.progress import console
+
+
+def tune_process() -> None:
+    """Process-wide speed settings for the commands that render (see
+    `inference.runtime.tune_process`): the CLI owns its process, library code does not."""
+    from synctalk2d.inference.runtime import tune_process as tune
+
+    tune()
+
 
 app = typer.Typer(
     help="SyncTalk_2D lip-sync: learn a person from a short video, then make them say any speech.",
@@ -23,7 +31,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-
 
 
 @app.callback()
@@ -68,7 +75,7 @@ def command(fn: Callable) -> Callable:
 def preprocess(
     video: Path = typer.Argument(..., help="Talking-head video (any format PyAV opens), ideally ~5 minutes."),
     avatar: Path = typer.Option(..., "--avatar", help="Directory to write the avatar to."),
-    audio: Optional[Path] = typer.Option(None, "--audio", help="Use this audio instead of the video's own track."),
+    audio: Path | None = typer.Option(None, "--audio", help="Use this audio instead of the video's own track."),
     force: bool = typer.Option(False, "--force", help="Replace an existing complete avatar."),
     debug: bool = DebugOption,
 ) -> None:
@@ -86,32 +93,55 @@ def preprocess(
 @command
 def train(
     avatar: Path = typer.Option(..., "--avatar", help="Avatar directory written by `synctalk2d preprocess`."),
-    conditioning: Optional[str] = typer.Option(None, "--conditioning", help="mouth (default): predicted lip shapes pick real mouths of the avatar (seconds to train); audio: the reference U-Net on audio features (hours, ideally on a GPU). A re-run keeps the avatar's."),
-    stage: Optional[str] = typer.Option(None, "--stage", help="Run only this stage: mouth; or audio-encoder (or features), syncnet, unet."),
+    conditioning: str | None = typer.Option(
+        None,
+        "--conditioning",
+        help="mouth (default): predicted lip shapes pick real mouths of the avatar (seconds to train); "
+        "audio: the reference U-Net on audio features (hours, ideally on a GPU). A re-run keeps the avatar's.",
+    ),
+    stage: str | None = typer.Option(None, "--stage", help="Run only this stage: mouth; or audio-encoder (or features), syncnet, unet."),
     feature_type: str = typer.Option("ave", "--feature-type", help="Audio features: ave, hubert or wenet."),
     width: str = typer.Option("full", "--width", help="U-Net width: full or mobile (about 4x faster)."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs per stage (default: each stage's own)."),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="At most this many steps per stage."),
-    minutes: Optional[float] = typer.Option(None, "--minutes", help="Wall-clock budget for the whole run (20/15/65% per stage)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size per process for every stage (default 32/32/8)."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Epochs per stage (default: each stage's own)."),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="At most this many steps per stage."),
+    minutes: float | None = typer.Option(None, "--minutes", help="Wall-clock budget for the whole run (20/15/65% per stage)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Batch size per process for every stage (default 32/32/8)."),
     holdout_seconds: float = typer.Option(0.0, "--holdout-seconds", help="Never train on the clip's last S seconds (kept for evaluation)."),
-    device: Optional[str] = typer.Option(None, "--device", help="cuda, mps or cpu (default: the best available)."),
-    audio_encoder_weights: Optional[Path] = typer.Option(None, "--audio-encoder-weights", help="Pretrained AVE encoder (Wav2Lip layout) instead of training one."),
-    hubert_model: Optional[Path] = typer.Option(None, "--hubert-model", help="HuBERT model directory (with --feature-type hubert)."),
-    wenet_model: Optional[Path] = typer.Option(None, "--wenet-model", help="WeNet encoder .onnx (with --feature-type wenet)."),
-    vgg_weights: Optional[Path] = typer.Option(None, "--vgg-weights", help="VGG19 weights for the perceptual loss (default: torch hub cache)."),
-    mouth_prior: Optional[Path] = typer.Option(None, "--mouth-prior", help="Mouth-motion prior to adapt (default: the one shipped with synctalk2d; see `synctalk2d mouth-prior`)."),
-    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Steps between resumable checkpoints (default 200)."),
+    device: str | None = typer.Option(None, "--device", help="cuda, mps or cpu (default: the best available)."),
+    audio_encoder_weights: Path | None = typer.Option(None, "--audio-encoder-weights", help="Pretrained AVE encoder (Wav2Lip layout) instead of training one."),
+    hubert_model: Path | None = typer.Option(None, "--hubert-model", help="HuBERT model directory (with --feature-type hubert)."),
+    wenet_model: Path | None = typer.Option(None, "--wenet-model", help="WeNet encoder .onnx (with --feature-type wenet)."),
+    vgg_weights: Path | None = typer.Option(None, "--vgg-weights", help="VGG19 weights for the perceptual loss (default: torch hub cache)."),
+    mouth_prior: Path | None = typer.Option(
+        None, "--mouth-prior", help="Mouth-motion prior to adapt (default: the one shipped with synctalk2d; see `synctalk2d mouth-prior`)."
+    ),
+    checkpoint_every: int | None = typer.Option(None, "--checkpoint-every", help="Steps between resumable checkpoints (default 200)."),
     seed: int = typer.Option(0, "--seed", help="Seed for initialisation, data order and augmentation."),
     debug: bool = DebugOption,
 ) -> None:
     """Train an avatar: its mouth-motion model (default), or audio encoder, lip-sync expert and U-Net (--conditioning audio); re-run to resume."""
-    from synctalk2d.training.train import build_config, train as run_train
+    from synctalk2d.training.train import build_config
+    from synctalk2d.training.train import train as run_train
 
     config = build_config(
-        avatar, conditioning=conditioning, stage=stage, feature_type=feature_type, width=width, epochs=epochs, max_steps=max_steps, minutes=minutes,
-        batch_size=batch_size, holdout_seconds=holdout_seconds, device=device, audio_encoder_weights=audio_encoder_weights,
-        hubert_model=hubert_model, wenet_model=wenet_model, vgg_weights=vgg_weights, mouth_prior=mouth_prior, checkpoint_every=checkpoint_every, seed=seed,
+        avatar,
+        conditioning=conditioning,
+        stage=stage,
+        feature_type=feature_type,
+        width=width,
+        epochs=epochs,
+        max_steps=max_steps,
+        minutes=minutes,
+        batch_size=batch_size,
+        holdout_seconds=holdout_seconds,
+        device=device,
+        audio_encoder_weights=audio_encoder_weights,
+        hubert_model=hubert_model,
+        wenet_model=wenet_model,
+        vgg_weights=vgg_weights,
+        mouth_prior=mouth_prior,
+        checkpoint_every=checkpoint_every,
+        seed=seed,
     )
     run_train(config)
     console.print(f"[green]trained[/green] {avatar}")
@@ -121,7 +151,7 @@ def train(
 def mouth_prior(
     videos: list[Path] = typer.Argument(..., help="Talking clips (videos with their own speech), or folders of them."),
     workdir: Path = typer.Option(Path("mouth-pool"), "--workdir", help="Where the clips are preprocessed (reused on the next run)."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Where to write the prior (default: the one shipped inside the package)."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="Where to write the prior (default: the one shipped inside the package)."),
     debug: bool = DebugOption,
 ) -> None:
     """Train the speaker-independent mouth-motion prior that `train` adapts to each avatar."""
@@ -136,7 +166,12 @@ def mouth_prior(
 
 
 BackendOption = typer.Option("auto", "--backend", help="U-Net runtime: auto, torch or onnx.")
-PrecisionOption = typer.Option("auto", "--precision", help="auto, fp32, bf16, fp16 (CUDA) or int8 (onnx); reduced precision must stay within 40 dB PSNR of fp32.")
+PrecisionOption = typer.Option(
+    "auto",
+    "--precision",
+    help="auto, fp32, bf16, fp16 (CUDA) or int8 (onnxruntime, calibrated on the avatar's frames); "
+    "reduced precision is checked at load and falls back to fp32 below 40 dB PSNR.",
+)
 DeviceOption = typer.Option("auto", "--device", help="auto, cpu, cuda or mps.")
 
 
@@ -160,6 +195,7 @@ def infer(
 
     if not audio.exists():
         raise UserError(f"{audio}: no such file or folder")
+    tune_process()
     lipsync = LipSync(avatar, backend=backend, precision=precision, device=device, batch_size=batch_size)
     options = dict(start_frame=start_frame, loop_back=loop_back, crf=crf)
     if audio.is_dir():
@@ -178,7 +214,7 @@ def infer(
 @command
 def export(
     avatar: Path = typer.Option(..., "--avatar", help="A trained avatar directory."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Where to write the ONNX model (default: AVATAR/unet.onnx)."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="Where to write the ONNX model (default: AVATAR/unet.onnx)."),
     debug: bool = DebugOption,
 ) -> None:
     """Export the avatar's U-Net to ONNX (BatchNorm folded, dynamic batch) for `infer --backend onnx` or other runtimes."""
@@ -193,18 +229,19 @@ def export(
 @command
 def evaluate(
     avatar: Path = typer.Option(..., "--avatar", help="An avatar trained with --holdout-seconds."),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON here."),
-    preview: Optional[Path] = typer.Option(None, "--preview", help="Write a side-by-side video (generated | real) of the held-out tail."),
+    json_path: Path | None = typer.Option(None, "--json", help="Also write the report as JSON here."),
+    preview: Path | None = typer.Option(None, "--preview", help="Write a side-by-side video (generated | real) of the held-out tail."),
     backend: str = BackendOption,
     precision: str = PrecisionOption,
     device: str = DeviceOption,
     debug: bool = DebugOption,
 ) -> None:
     """Measure lip sync on the held-out tail against two baselines (unchanged frames, real frames)."""
-    from synctalk2d.avatar import write_json_atomic
+    from synctalk2d.atomic import write_json_atomic
     from synctalk2d.evaluation.evaluate import evaluate as run_evaluate
     from synctalk2d.evaluation.report import print_report
 
+    tune_process()
     report = run_evaluate(avatar, preview=preview, backend=backend, precision=precision, device=device)
     print_report(report)
     if json_path:
@@ -222,6 +259,7 @@ def demo(
     from synctalk2d.demo import run_demo
     from synctalk2d.evaluation.report import print_report
 
+    tune_process()
     result = run_demo(workdir, minutes=minutes, width=width)
     print_report(result.report)
     console.print(f"[green]demo video:[/green] {result.video.output.resolve()} ({result.video.frames} frames)")
@@ -232,8 +270,10 @@ def serve(
     avatar: Path = typer.Option(..., "--avatar", help="A trained avatar directory."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface; set an API key then)."),
     port: int = typer.Option(8000, "--port", help="TCP port."),
-    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="SYNCTALK2D_API_KEY", help="Require this key on every API call and stream (env SYNCTALK2D_API_KEY)."),
-    jobs_dir: Optional[Path] = typer.Option(None, "--jobs-dir", help="Where render jobs keep their files (default: a temporary directory)."),
+    api_key: str | None = typer.Option(
+        None, "--api-key", envvar="SYNCTALK2D_API_KEY", help="Require this key on every API call and stream (env SYNCTALK2D_API_KEY)."
+    ),
+    jobs_dir: Path | None = typer.Option(None, "--jobs-dir", help="Where render jobs keep their files (default: a temporary directory)."),
     job_workers: int = typer.Option(1, "--job-workers", help="Render jobs run at the same time."),
     retention: float = typer.Option(3600.0, "--retention", help="Seconds a finished job's video is kept."),
     max_sessions: int = typer.Option(4, "--max-sessions", help="Live streams served at once."),
@@ -248,8 +288,15 @@ def serve(
 
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         console.print(f"[yellow]warning:[/yellow] serving on {host} without --api-key: anyone who can reach this port can use it", soft_wrap=True)
-    settings = ServerSettings(api_key=api_key, jobs_dir=jobs_dir, job_workers=job_workers, retention=retention,
-                              max_sessions=max_sessions, max_upload_mb=max_upload_mb, max_audio_seconds=max_audio_seconds)
+    settings = ServerSettings(
+        api_key=api_key,
+        jobs_dir=jobs_dir,
+        job_workers=job_workers,
+        retention=retention,
+        max_sessions=max_sessions,
+        max_upload_mb=max_upload_mb,
+        max_audio_seconds=max_audio_seconds,
+    )
     server_app = create_app(avatar, settings)
     console.print(f"serving {avatar} on [bold]http://{host}:{port}/[/bold] (Ctrl+C stops)")
     uvicorn.run(server_app, host=host, port=port, log_level="debug" if debug else "warning")

@@ -205,7 +205,6 @@ def _write_crops(avatar: Avatar, boxes: np.ndarray, bar) -> None:
         for _ in pool.map(cut, range(len(boxes))):
             bar.update(task, advance=1)
     crops.flush()
-    del crops
 
 
 def _move_into_place(work: Path, root: Path) -> None:

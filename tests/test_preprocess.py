@@ -1,4 +1,3 @@
-import json
 import signal
 import subprocess
 import sys
@@ -46,7 +45,7 @@ def test_audio_option_wins_and_existing_avatar_is_kept(tmp_path):
     wav, _ = sf.read(avatar.audio_path)
     assert len(wav) == 550 * 640
     speech, _ = load_audio(fixture_path("speech_44k.wav"))
-    assert np.corrcoef(wav[:16000 * 5], speech[:16000 * 5])[0, 1] > 0.99
+    assert np.corrcoef(wav[: 16000 * 5], speech[: 16000 * 5])[0, 1] > 0.99
     created = info.created
 
     again = run_cli("preprocess", fixture_path("talk_c.mp4"), "--avatar", root)

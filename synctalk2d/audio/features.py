@@ -11,10 +11,8 @@ from synctalk2d.audio.ave import ave_features
 from synctalk2d.audio.hubert import DEFAULT_MODEL, hubert_features, load_hubert
 from synctalk2d.audio.mel import melspectrogram
 from synctalk2d.audio.wenet import load_wenet, wenet_features
-from synctalk2d.audio.windows import FEATURE_SHAPES
+from synctalk2d.audio.windows import FEATURE_SHAPES, FEATURE_TYPES
 from synctalk2d.errors import UserError
-
-FEATURE_TYPES = ("ave", "hubert", "wenet")
 
 
 def extract_features(

@@ -10,17 +10,18 @@ in the Hugging Face cache.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
+from synctalk2d.avatar import FPS
 from synctalk2d.errors import UserError
+from synctalk2d.media.audio import SAMPLE_RATE
 
 DEFAULT_MODEL = "facebook/hubert-large-ls960-ft"
-SAMPLE_RATE = 16000
 VECTORS_PER_FRAME = 2  # 50 Hz features, 25 fps video
 
 
@@ -32,7 +33,11 @@ def load_hubert(name_or_dir: str | Path = DEFAULT_MODEL, device: str | torch.dev
     model stays loaded, so rendering clip after clip doesn't reload a 1.2 GB model each time.
     """
     from huggingface_hub import constants, snapshot_download
-    from transformers import AutoFeatureExtractor, HubertModel
+
+    try:  # an optional extra: only this feature type needs it, and it is large
+        from transformers import AutoFeatureExtractor, HubertModel
+    except ImportError:
+        raise UserError("HuBERT features need the transformers package: pip install 'synctalk2d[hubert]'") from None
 
     model_dir = Path(name_or_dir).expanduser()
     if not model_dir.is_dir():
@@ -75,7 +80,7 @@ def hubert_features(
     320-sample stride, so every vector is computed from the same samples as in one pass.
     """
     stride, receptive_field = _conv_geometry(model.config)
-    if stride * VECTORS_PER_FRAME * 25 != SAMPLE_RATE:
+    if stride * VECTORS_PER_FRAME * FPS != SAMPLE_RATE:
         raise UserError(f"HuBERT features need a 50 Hz model (convolution stride 320), this one has stride {stride}")
     if extractor is not None:
         wav = extractor(wav16k, sampling_rate=SAMPLE_RATE, return_tensors="np").input_values[0]

@@ -12,7 +12,8 @@ from functools import lru_cache
 import librosa
 import numpy as np
 
-SAMPLE_RATE = 16000
+from synctalk2d.media.audio import SAMPLE_RATE
+
 N_FFT = 800
 HOP = 200
 WIN = 800

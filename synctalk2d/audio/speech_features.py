@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from synctalk2d.audio.mel import HOP, MEL_FPS, N_FFT, N_MELS, SAMPLE_RATE, mel_frames, melspectrogram, preemphasis
-from synctalk2d.avatar import FPS
+from synctalk2d.audio.mel import HOP, MEL_FPS, N_FFT, N_MELS, mel_frames, melspectrogram, preemphasis
+from synctalk2d.avatar import FPS, SAMPLES_PER_FRAME
+from synctalk2d.media.audio import SAMPLE_RATE
 
 LOOKAHEAD_SECONDS = 0.2  # future audio a frame depends on (up to 5 ms more where its time rounds up to the mel grid)
 PAST_SECONDS = 0.4
@@ -27,7 +28,6 @@ _HALF_STFT = N_FFT // 2
 MEL_AHEAD = int((LOOKAHEAD_SECONDS - _HALF_STFT / SAMPLE_RATE) * MEL_FPS)  # 14 mel frames
 MEL_BEHIND = int(PAST_SECONDS * MEL_FPS)  # 32 mel frames
 WINDOW = MEL_BEHIND + 1 + MEL_AHEAD
-SAMPLES_PER_FRAME = SAMPLE_RATE // FPS
 
 
 def normalised_mel(wav: np.ndarray) -> np.ndarray:

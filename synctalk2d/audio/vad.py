@@ -13,23 +13,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from synctalk2d.avatar import FPS
-from synctalk2d.media.audio import SAMPLE_RATE
+from synctalk2d.avatar import SAMPLES_PER_FRAME
 
 ON_DB = -30.0
 OFF_DB = -38.0
 START_LOUD_DB = -20.0  # dBFS: speech is louder than -50 dBFS
 PEAK_TO_LOUD_DB = 3.0  # the loud level sits this far below the loudest frame
 HANGOVER_FRAMES = 4  # 160 ms
-_SAMPLES = SAMPLE_RATE // FPS
 
 
 def frame_levels(wav: np.ndarray, num_frames: int) -> np.ndarray:
     """RMS level in dBFS of each video frame's 40 ms of 16 kHz audio (zero-padded at the end)."""
-    padded = np.zeros(num_frames * _SAMPLES, np.float32)
+    padded = np.zeros(num_frames * SAMPLES_PER_FRAME, np.float32)
     n = min(len(wav), len(padded))
     padded[:n] = wav[:n]
-    rms = np.sqrt(np.mean(padded.reshape(num_frames, _SAMPLES) ** 2, axis=1))
+    rms = np.sqrt(np.mean(padded.reshape(num_frames, SAMPLES_PER_FRAME) ** 2, axis=1))
     return 20 * np.log10(np.maximum(rms, 1e-6))
 
 

@@ -27,11 +27,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from synctalk2d.avatar import SAMPLES_PER_FRAME
 from synctalk2d.errors import UserError
-from synctalk2d.media.audio import fit_length
+from synctalk2d.media.audio import SAMPLE_RATE, fit_length
 
-SAMPLE_RATE = 16000
-SAMPLES_PER_FRAME = SAMPLE_RATE // 25
 N_MELS = 80
 FBANK_WINDOW, FBANK_HOP, FBANK_FFT = 400, 160, 512  # 25 ms, 10 ms, next power of two
 CHUNK = 67  # fbank frames per encoder call: 16 outputs after 4x subsampling
@@ -120,10 +119,7 @@ def wenet_features(wav16k: np.ndarray, num_frames: int, session: ort.InferenceSe
     fbank = kaldi_fbank(fit_length(wav16k, total, offset=-PAD_BEFORE))
     inputs = {arg.name: arg for arg in session.get_inputs()}
     chunk_shape = (1,) * (len(inputs.pop("chunk").shape) - 2) + (CHUNK, N_MELS)
-    constants = {
-        name: np.full(arg.shape, OFFSET, np.int64) if name == "offset" else np.zeros(arg.shape, np.float32)
-        for name, arg in inputs.items()
-    }
+    constants = {name: np.full(arg.shape, OFFSET, np.int64) if name == "offset" else np.zeros(arg.shape, np.float32) for name, arg in inputs.items()}
     features = []
     for start in range(0, num_frames * FBANK_PER_FRAME, FBANK_PER_FRAME):
         chunk = fbank[start : start + CHUNK].reshape(chunk_shape)

@@ -26,6 +26,7 @@ FRAMES_BEFORE = 8
 # Per-video-frame feature of each type, and the window shape the models take.
 FEATURE_SHAPES = {"ave": (512,), "hubert": (2, 1024), "wenet": (16, 512)}
 WINDOW_SHAPES = {"ave": (32, 16, 16), "hubert": (32, 32, 32), "wenet": (256, 16, 32)}
+FEATURE_TYPES = tuple(FEATURE_SHAPES)
 
 
 def window_sources(indices: np.ndarray, num_frames: int) -> np.ndarray:

@@ -26,13 +26,13 @@ import soundfile as sf
 import torch
 
 from synctalk2d.audio.windows import feature_windows, to_model_window
-from synctalk2d.avatar import CROP_SIZE, FPS
+from synctalk2d.avatar import CROP_SIZE, FPS, SAMPLES_PER_FRAME
 from synctalk2d.errors import UserError
 from synctalk2d.evaluation import metrics
 from synctalk2d.face.crop import crop_face, model_crop
+from synctalk2d.face.landmarks import FaceTracker, fill_missing
 from synctalk2d.face.lip_shape import aperture
-from synctalk2d.face.landmarks import FaceTracker
-from synctalk2d.inference.lipsync import SAMPLES_PER_FRAME, LipSync
+from synctalk2d.inference.lipsync import LipSync
 from synctalk2d.inference.schedule import frame_schedule
 from synctalk2d.media.audio import SAMPLE_RATE
 from synctalk2d.media.writer import VideoWriter
@@ -65,10 +65,7 @@ class Clip:
         missing = np.isnan(landmarks).any(axis=(1, 2))
         if missing.all():
             raise UserError("no face could be found in the rendered frames; the avatar is not usable")
-        if missing.any():
-            good = np.flatnonzero(~missing)
-            landmarks[missing] = landmarks[good[np.abs(good[None] - np.flatnonzero(missing)[:, None]).argmin(1)]]
-        return np.stack(self.crops), landmarks
+        return np.stack(self.crops), fill_missing(landmarks, ~missing)  # the rule preprocess uses
 
 
 def evaluate(avatar_dir: str | Path, preview: str | Path | None = None, silence_seconds: float = 4.0, show_progress: bool = True, **runtime) -> dict:
@@ -195,7 +192,9 @@ def _sync(syncnet, crops: np.ndarray, features: np.ndarray, feature_type: str) -
     face_emb = torch.cat([syncnet(faces[frames[i : i + 16]], _windows(features, frames[i : i + 16], feature_type))[1] for i in range(0, len(frames), 16)])
     similarity = []
     for offset in offsets:
-        audio_emb = torch.cat([syncnet(faces[frames[i : i + 16]], _windows(features, frames[i : i + 16] + offset, feature_type))[0] for i in range(0, len(frames), 16)])
+        audio_emb = torch.cat(
+            [syncnet(faces[frames[i : i + 16]], _windows(features, frames[i : i + 16] + offset, feature_type))[0] for i in range(0, len(frames), 16)]
+        )
         similarity.append(torch.nn.functional.cosine_similarity(audio_emb, face_emb).mean().item())
     best, confidence = metrics.sync_offset(np.array(similarity), offsets)
     return {"sync_offset": best, "sync_confidence": confidence, "sync_similarity": float(max(similarity))}

@@ -77,10 +77,11 @@ def landmark_distance(generated: np.ndarray, real: np.ndarray) -> float:
     return float(np.mean(distance / face_width(real)) * 100)
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """Peak signal-to-noise ratio of uint8 images in dB (infinite when identical)."""
+def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
+    """Peak signal-to-noise ratio in dB (infinite when identical): uint8 images by default,
+    ``peak=1.0`` for float images in [0, 1]."""
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+    return float("inf") if mse == 0 else float(10 * np.log10(peak**2 / mse))
 
 
 def ssim(a: np.ndarray, b: np.ndarray) -> float:

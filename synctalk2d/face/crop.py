@@ -16,9 +16,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from synctalk2d.avatar import CROP_SIZE
 from synctalk2d.face.landmarks import smooth
 
-CROP_SIZE = 328
 MODEL_SIZE = 320
 MODEL_OFFSET = (CROP_SIZE - MODEL_SIZE) // 2  # 4
 MASK_RECT = (5, 5, 310, 305)  # x, y, w, h inside the 320 crop
@@ -72,6 +72,14 @@ def model_crop(crop: np.ndarray) -> np.ndarray:
     """The centre 320x320 of a 328x328 crop (works on (..., 328, 328, C) arrays)."""
     o = MODEL_OFFSET
     return crop[..., o : o + MODEL_SIZE, o : o + MODEL_SIZE, :]
+
+
+def model_inputs(crops: np.ndarray) -> np.ndarray:
+    """(B, 320, 320, 6) uint8 U-Net inputs from (B, 328, 328, 3) crops: each frame's own crop
+    as the reference (as the reference implementation does at inference) next to the same
+    crop with the lower face masked."""
+    faces = model_crop(crops)
+    return np.concatenate([faces, mask_lower_face(faces)], axis=-1)
 
 
 def mask_lower_face(image: np.ndarray) -> np.ndarray:

@@ -22,7 +22,7 @@ import numpy as np
 
 from synctalk2d.avatar import Avatar
 from synctalk2d.face.blend import paste_face
-from synctalk2d.face.crop import mask_lower_face, model_crop
+from synctalk2d.face.crop import model_inputs
 from synctalk2d.inference.mouth import paste_mouth
 
 # images (B, 320, 320, 6) uint8 reference+masked, audio windows (B, C, H, W) -> faces (B, 320, 320, 3) uint8
@@ -41,15 +41,9 @@ class FrameGenerator:
         self.color_match = color_match
         self.workers = workers
 
-    def model_inputs(self, frame_indices: np.ndarray) -> np.ndarray:
-        """(B, 320, 320, 6) uint8: each frame's own crop as the reference (as the reference
-        implementation does at inference) next to the same crop with the lower face masked."""
-        faces = model_crop(self.crops[frame_indices])
-        return np.concatenate([faces, mask_lower_face(faces)], axis=-1)
-
     def draw(self, frame_indices: np.ndarray, windows: np.ndarray) -> np.ndarray:
         """(B, 320, 320, 3) uint8 faces for source frames ``frame_indices``."""
-        return self.predict(self.model_inputs(frame_indices), windows)
+        return self.predict(model_inputs(self.crops[frame_indices]), windows)
 
     def frame(self, frame_index: int) -> np.ndarray:
         """Source frame ``frame_index`` at the output size, untouched (an idle frame)."""

@@ -19,21 +19,28 @@ import math
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from synctalk2d.audio.features import extract_features
 from synctalk2d.audio.windows import feature_windows, to_model_window
-from synctalk2d.avatar import FPS, Avatar
+from synctalk2d.avatar import SAMPLES_PER_FRAME, Avatar
 from synctalk2d.device import pick_device
 from synctalk2d.errors import UserError
+from synctalk2d.face.crop import model_inputs
 from synctalk2d.inference.generator import FrameGenerator, MouthGenerator
 from synctalk2d.inference.mouth import MouthConditioning
-from synctalk2d.inference.runtime import UNetRunner
-from synctalk2d.media.audio import SAMPLE_RATE, fit_length
-from synctalk2d.models.checkpoint import load_audio_encoder, load_checkpoint, load_unet, trained_stem
+from synctalk2d.inference.runtime import UNetRunner, resolve
+from synctalk2d.media.audio import fit_length
+from synctalk2d.models.checkpoint import (
+    load_audio_encoder,
+    load_checkpoint,
+    load_unet,
+    trained_stem,
+)
 from synctalk2d.progress import console
 
-SAMPLES_PER_FRAME = SAMPLE_RATE // FPS
 EXPORTED_ONNX = "unet.onnx"  # where `synctalk2d export` writes by default, and `--backend onnx` looks
+CALIBRATION_FRAMES = 4  # avatar frames that calibrate int8 and check reduced precision
 
 
 def frame_count(num_samples: int) -> int:
@@ -59,8 +66,11 @@ class LipSync:
         self.feature_type = self.unet.config.feature_type
         self._check_matches_avatar("unet")
         self.device = pick_device(device)
+        backend, precision = resolve(backend, precision, self.device)
         onnx_model = self._exported_onnx() if backend == "onnx" else None
-        self.runner = UNetRunner.from_model(self.unet, backend=backend, precision=precision, device=self.device, onnx_model=onnx_model)
+        samples = self._calibration_samples() if precision != "fp32" else None
+        self.runner = UNetRunner.from_model(self.unet, backend=backend, precision=precision, device=self.device, onnx_model=onnx_model, samples=samples)
+        console.print(self.runner.summary, soft_wrap=True, highlight=False)
         self._feature_models = self._load_feature_models()
         self.generator = FrameGenerator(self.avatar, self.runner)
 
@@ -85,6 +95,15 @@ class LipSync:
                 f"the {stage} model in {self.avatar.root} was trained on another avatar "
                 f"({trained_on.get('source')}, {trained_on.get('created')}); train this avatar again"
             )
+
+    def _calibration_samples(self) -> tuple[torch.Tensor, np.ndarray]:
+        """(images, audio windows) of `CALIBRATION_FRAMES` frames spread over the avatar:
+        int8 calibrates on them and reduced precision is checked on them against fp32
+        (a fraction of a second per frame, once at load)."""
+        features = self.avatar.features(self.feature_type)
+        indices = np.linspace(0, len(features) - 1, CALIBRATION_FRAMES).round().astype(int)
+        images = torch.from_numpy(model_inputs(self.avatar.crops()[indices])).permute(0, 3, 1, 2).float() / 255
+        return images, self.audio_windows(features, indices)
 
     def _exported_onnx(self) -> Path | None:
         """``AVATAR/unet.onnx`` from ``synctalk2d export``, if it is newer than the U-Net
@@ -131,4 +150,3 @@ class LipSync:
         for start in range(0, len(schedule), self.batch_size):
             indices = np.arange(start, min(start + self.batch_size, len(schedule)))
             yield schedule[indices], self.audio_windows(features, indices)
-

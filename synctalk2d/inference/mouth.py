@@ -20,8 +20,9 @@ import cv2
 import numpy as np
 import torch
 
-from synctalk2d.audio.speech_features import SAMPLES_PER_FRAME, SpeechFeatureStream
+from synctalk2d.audio.speech_features import SpeechFeatureStream
 from synctalk2d.audio.vad import VoiceActivity, frame_levels
+from synctalk2d.avatar import SAMPLES_PER_FRAME
 from synctalk2d.face.lip_shape import lip_shapes
 from synctalk2d.training.mouth import load_avatar_mouth, predict_shapes
 
@@ -58,7 +59,7 @@ class MouthConditioning:
             change = torch.from_numpy((shapes - self.mean_shape).astype(np.float32))
             return (self.model.coefficients(change) * self.model.scale).numpy() * self.weights
 
-    def stream(self) -> "MouthStream":
+    def stream(self) -> MouthStream:
         return MouthStream(self)
 
     def wanted_shapes(self, wav: np.ndarray) -> np.ndarray:
@@ -68,8 +69,10 @@ class MouthConditioning:
         stream.end()
         return stream.take()[1]
 
-    def picker(self) -> "ReferencePicker":
-        return ReferencePicker(self.bank, self.bank_coefficients, MARGIN * float(self.model.scale[0]), self._coefficients(self.rest_shape[None])[0], self._coefficients)
+    def picker(self) -> ReferencePicker:
+        return ReferencePicker(
+            self.bank, self.bank_coefficients, MARGIN * float(self.model.scale[0]), self._coefficients(self.rest_shape[None])[0], self._coefficients
+        )
 
 
 class MouthStream:
@@ -124,7 +127,11 @@ class ReferencePicker:
             resting = np.allclose(wanted, self.rest)
             follow = [self.previous] if resting else [self.previous + 1, self.previous]
             for candidate in follow:
-                if candidate < len(self.bank) and self.bank[candidate] == self.bank[self.previous] + (candidate - self.previous) and cost[candidate] <= cost[best] + self.margin:
+                if (
+                    candidate < len(self.bank)
+                    and self.bank[candidate] == self.bank[self.previous] + (candidate - self.previous)
+                    and cost[candidate] <= cost[best] + self.margin
+                ):
                     best = candidate
                     break
         self.previous = best

@@ -27,8 +27,9 @@ Defaults (``"auto"``): on a CPU with AMX or AVX512-BF16, torch + bf16 + compile 
 from fp32 on real crops); on other CPUs onnxruntime fp32; on CUDA torch fp16 (more
 mantissa than bf16, same tensor-core speed; untested here: no GPU) in channels_last.
 Reduced precision must stay within `MIN_PSNR_DB` of fp32: pass real crops as ``samples``
-and `from_model` checks that on the actual weights (falling back to fp32), or call
-`fidelity_psnr` yourself.
+and `from_model` checks that on the actual weights (falling back to fp32, see
+`UNetRunner.summary`), or call `fidelity_psnr` yourself. `LipSync` passes a few of the
+avatar's own frames, so every command that renders checks it at load.
 """
 
 from __future__ import annotations
@@ -48,8 +49,13 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from synctalk2d.atomic import atomic_path
+from synctalk2d.audio.windows import WINDOW_SHAPES
 from synctalk2d.device import cpu_has_fast_bf16
-from synctalk2d.models.unet import AUDIO_WINDOW_SHAPES, UNet
+from synctalk2d.errors import UserError
+from synctalk2d.evaluation.metrics import psnr
+from synctalk2d.models.config import check_choice
+from synctalk2d.models.unet import UNet
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +91,19 @@ def inference_copy(unet: UNet) -> UNet:
     return fold_batchnorm(copy.deepcopy(unet).eval().requires_grad_(False))
 
 
+def tune_process(threads: int | None = None) -> None:
+    """Process-wide settings that make CPU inference fast: glibc keeps freed memory
+    (`keep_freed_memory`) and, when ``threads`` is given, torch's intra-op thread count.
+
+    They change the whole host process, so library code never calls this: the CLI does,
+    for the commands that render (a program embedding `LipSync` may call it too)."""
+    keep_freed_memory()
+    if threads:
+        torch.set_num_threads(threads)
+
+
 def keep_freed_memory() -> bool:
-    """Make glibc keep freed memory for reuse (process-wide; Linux only).
+    """Make glibc keep freed memory for reuse (process-wide; Linux only; see `tune_process`).
 
     A frame allocates fresh activation tensors of up to 26 MB; by default glibc mmaps
     blocks that large and unmaps them on free, so the next frame page-faults all of it in
@@ -104,33 +121,32 @@ def keep_freed_memory() -> bool:
 
 def export_onnx(unet: UNet, path: str | Path, opset: int = 17) -> Path:
     """Export ``unet`` (BN folded, fp32) to ONNX with a dynamic batch axis, atomically
-    (written beside ``path``, then renamed).
+    (see `synctalk2d.atomic`).
 
     Uses the TorchScript exporter (``dynamo=False``): the network is static, and it gives
     a plain Conv/Relu/Add graph that onnxruntime fuses and quantizes without surprises.
     """
     model = inference_copy(unet).float().cpu()
     image = torch.rand(1, 6, IMAGE_SIZE, IMAGE_SIZE)
-    audio = torch.rand(1, *AUDIO_WINDOW_SHAPES[unet.config.feature_type])
+    audio = torch.rand(1, *WINDOW_SHAPES[unet.config.feature_type])
     batch = {0: "batch"}
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.onnx.export(
-            model, (image, audio), tmp, input_names=["image", "audio"], output_names=["face"],
-            dynamic_axes={"image": batch, "audio": batch, "face": batch}, opset_version=opset, dynamo=False,
+            model,
+            (image, audio),
+            tmp,
+            input_names=["image", "audio"],
+            output_names=["face"],
+            dynamic_axes={"image": batch, "audio": batch, "face": batch},
+            opset_version=opset,
+            dynamo=False,
         )
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return path
 
 
 def _torch_forward(unet: UNet, precision: str, device: torch.device, compile: bool) -> Forward:
     dtype = _DTYPES[precision]
-    if device.type == "cpu":
-        keep_freed_memory()
     model = inference_copy(unet).to(device, dtype, memory_format=torch.channels_last)
     if compile:
         model = _frozen_compile(model)
@@ -164,7 +180,7 @@ def _onnx_forward(unet: UNet, precision: str, device: torch.device, threads: int
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(onnx_model) if onnx_model else export_onnx(unet, Path(tmp) / "unet.onnx")
         if precision == "int8":
-            path = _quantize_int8(path, samples)
+            path = _quantize_int8(path, samples, Path(tmp))
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads
@@ -180,14 +196,20 @@ def _onnx_forward(unet: UNet, precision: str, device: torch.device, threads: int
     return forward
 
 
-def _numpy32(x: torch.Tensor) -> np.ndarray:
-    return np.ascontiguousarray(x.detach().cpu().float().numpy())
+def _numpy32(x: np.ndarray | torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(torch.as_tensor(x).detach().cpu().float().numpy())
 
 
-def _quantize_int8(path: Path, samples) -> Path:
-    """Static int8 (QDQ, u8 activations, per-channel s8 weights) calibrated on ``samples``:
-    the activation ranges of a lip-sync U-Net depend on real faces, not noise."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+def _quantize_int8(path: Path, samples, workdir: Path) -> Path:
+    """Static int8 (QDQ, u8 activations, per-channel s8 weights) calibrated on ``samples``,
+    written to ``workdir`` (never beside an exported model the user keeps): the activation
+    ranges of a lip-sync U-Net depend on real faces, not noise."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     images, audio = samples
@@ -199,11 +221,16 @@ def _quantize_int8(path: Path, samples) -> Path:
         def get_next(self):
             return next(self.feeds, None)
 
-    prepared, quantized = path.with_name("prepared.onnx"), path.with_name("int8.onnx")
+    prepared, quantized = workdir / "prepared.onnx", workdir / "int8.onnx"
     quant_pre_process(str(path), str(prepared), skip_symbolic_shape=True)
     quantize_static(
-        str(prepared), str(quantized), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        str(prepared),
+        str(quantized),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
     )
     return quantized
 
@@ -222,6 +249,19 @@ class UNetRunner:
         self._forward = forward
         self.backend, self.precision, self.device, self.workers = backend, precision, device, workers
         self._pool = _single_threaded_pool(workers) if workers > 1 else None
+        self.psnr_db: float | None = None  # measured against fp32 by `from_model` when given samples
+        self.rejected: tuple[str, float] | None = None  # (precision, dB) that failed the check
+
+    @property
+    def summary(self) -> str:
+        """One line for the user: what runs, and how far from fp32 it measured."""
+        chosen = f"U-Net on {self.backend} {self.precision} ({self.device.type})"
+        if self.rejected:
+            precision, db = self.rejected
+            return f"{chosen}: {precision} measured {db:.1f} dB PSNR from fp32, below the {MIN_PSNR_DB:.0f} dB rule, so fp32 is used"
+        if self.psnr_db is not None:
+            return f"{chosen}: {self.psnr_db:.1f} dB PSNR from fp32 on the avatar's own frames"
+        return chosen
 
     @classmethod
     def from_model(
@@ -241,7 +281,7 @@ class UNetRunner:
         ``threads``: CPU cores to use (default: all this process may run on).
         ``frame_parallel`` (CPU): one single-threaded frame per core (default when more
         than one core) instead of intra-op threads (then ``threads`` is passed to
-        `torch.set_num_threads`, process-wide). ``compile`` (torch): default on CPU, where
+        torch's own thread count: see `tune_process`). ``compile`` (torch): default on CPU, where
         it is measured to win; eager if it fails. ``samples``: real crops and audio windows,
         (N, 6, 320, 320) float in [0, 1] and (N, C, H, W); they calibrate int8 and check
         reduced precision against fp32 (falling back to fp32 below `MIN_PSNR_DB`).
@@ -249,15 +289,13 @@ class UNetRunner:
         export``), run instead of exporting ``unet`` again.
         """
         device = torch.device(device)
-        backend, precision = _resolve(backend, precision, device)
+        backend, precision = resolve(backend, precision, device)
         if precision == "int8" and samples is None:
-            raise ValueError("int8 needs calibration samples: from_model(..., samples=(images, audio)) with real crops")
+            raise UserError("int8 needs calibration samples: from_model(..., samples=(images, audio)) with real crops")
         cores = threads or len(os.sched_getaffinity(0))
         on_cpu = device.type == "cpu"
         frame_parallel = on_cpu and cores > 1 if frame_parallel is None else frame_parallel and on_cpu
         op_threads = 1 if frame_parallel else cores
-        if threads and on_cpu and not frame_parallel:
-            torch.set_num_threads(threads)
         compile = backend == "torch" and (on_cpu if compile is None else compile)
         if backend == "onnx":
             forward = _onnx_forward(unet, precision, device, op_threads, samples, onnx_model)
@@ -273,11 +311,13 @@ class UNetRunner:
             runner.close()
             return cls.from_model(unet, backend, precision, device, threads, frame_parallel, False, samples, onnx_model)
         if samples is not None and precision != "fp32":
-            quality = fidelity_psnr(unet, runner, *samples)
-            if quality < MIN_PSNR_DB:
-                log.warning("%s %s is %.1f dB from fp32 (< %.0f dB): using fp32", backend, precision, quality, MIN_PSNR_DB)
+            runner.psnr_db = fidelity_psnr(unet, runner, *samples)
+            if runner.psnr_db < MIN_PSNR_DB:
+                log.info("%s %s is %.1f dB from fp32 (< %.0f dB): using fp32", backend, precision, runner.psnr_db, MIN_PSNR_DB)
                 runner.close()
-                return cls.from_model(unet, backend, "fp32", device, threads, frame_parallel, compile, onnx_model=onnx_model)
+                fallback = cls.from_model(unet, backend, "fp32", device, threads, frame_parallel, compile, onnx_model=onnx_model)
+                fallback.rejected = (precision, runner.psnr_db)
+                return fallback
         return runner
 
     def close(self) -> None:
@@ -289,7 +329,7 @@ class UNetRunner:
         """Compile and pick kernels at load time: one frame first (a compile on one
         worker), then one per worker."""
         for batch in (1, self.workers):
-            self.predict(torch.zeros(batch, 6, IMAGE_SIZE, IMAGE_SIZE), torch.zeros(batch, *AUDIO_WINDOW_SHAPES[feature_type]))
+            self.predict(torch.zeros(batch, 6, IMAGE_SIZE, IMAGE_SIZE), torch.zeros(batch, *WINDOW_SHAPES[feature_type]))
 
     def predict(self, images: np.ndarray | torch.Tensor, audio: np.ndarray | torch.Tensor) -> torch.Tensor:
         """(B, 6, 320, 320) float in [0, 1], (B, C, H, W) audio -> (B, 3, 320, 320) float32 on the CPU."""
@@ -351,20 +391,21 @@ def _single_threaded_pool(workers: int) -> ThreadPoolExecutor:
     return pool
 
 
-def _resolve(backend: str, precision: str, device: torch.device) -> tuple[str, str]:
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+def resolve(backend: str, precision: str, device: torch.device) -> tuple[str, str]:
+    """The (backend, precision) that ``"auto"`` stands for on ``device``; an impossible
+    pair fails with a sentence a user can act on. int8 implies onnx (torch has no int8 convs)."""
+    check_choice("backend", backend, BACKENDS)
+    check_choice("precision", precision, PRECISIONS)
     fast_bf16 = device.type == "cpu" and cpu_has_fast_bf16()
     if backend == "auto":
-        backend = "onnx" if device.type == "cpu" and not fast_bf16 and precision in ("auto", "fp32", "int8") else "torch"
+        cpu_onnx = device.type == "cpu" and not fast_bf16 and precision in ("auto", "fp32")
+        backend = "onnx" if precision == "int8" or cpu_onnx else "torch"
     if precision == "auto":
         precision = {"cuda": "fp16", "cpu": "bf16" if fast_bf16 and backend == "torch" else "fp32"}.get(device.type, "fp32")
     if backend == "onnx" and precision not in ("fp32", "int8"):
-        raise ValueError(f"onnxruntime has no {precision} convolutions here; use fp32 or int8")
+        raise UserError(f"onnxruntime has no {precision} convolutions on this machine: use --precision fp32 or int8 with --backend onnx")
     if backend == "torch" and precision == "int8":
-        raise ValueError("int8 runs on the onnx backend")
+        raise UserError("int8 runs on onnxruntime only: use --backend onnx (or auto) with --precision int8")
     return backend, precision
 
 
@@ -374,5 +415,4 @@ def fidelity_psnr(unet: UNet, runner: UNetRunner, images: np.ndarray | torch.Ten
     images, audio = torch.as_tensor(images).float(), torch.as_tensor(audio).float()
     with torch.inference_mode():
         reference = copy.deepcopy(unet).eval().float().cpu()(images, audio)
-    mse = torch.mean((runner.predict(images, audio) - reference).double() ** 2).item()
-    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
+    return psnr(runner.predict(images, audio).numpy(), reference.numpy(), peak=1.0)

@@ -30,8 +30,9 @@ import numpy as np
 
 from synctalk2d.audio.features import extract_features
 from synctalk2d.audio.windows import FRAMES_BEFORE, FRAMES_PER_WINDOW
+from synctalk2d.avatar import SAMPLES_PER_FRAME
 from synctalk2d.errors import UserError
-from synctalk2d.inference.lipsync import SAMPLES_PER_FRAME, LipSync
+from synctalk2d.inference.lipsync import LipSync
 from synctalk2d.inference.schedule import PingPong
 from synctalk2d.media.audio import SAMPLE_RATE
 
@@ -91,8 +92,13 @@ class AudioWindows:
             return []
         first = max(0, self.taken - FRAMES_BEFORE - FEATURE_CONTEXT_FRAMES) // 5 * 5  # 5 frames = 16 mel frames: mel windows stay aligned
         stop = known if self.num_frames is not None else min(known + FEATURE_CONTEXT_FRAMES, len(self.samples) // SAMPLES_PER_FRAME)
-        features = extract_features(self.lipsync.feature_type, self.samples[first * SAMPLES_PER_FRAME : stop * SAMPLES_PER_FRAME], stop - first,
-                                    device=self.lipsync.device, **self.lipsync._feature_models)
+        features = extract_features(
+            self.lipsync.feature_type,
+            self.samples[first * SAMPLES_PER_FRAME : stop * SAMPLES_PER_FRAME],
+            stop - first,
+            device=self.lipsync.device,
+            **self.lipsync._feature_models,
+        )
         padded = np.concatenate([np.repeat(features[:1], first, axis=0), features[: known - first]]) if first else features[:known]
         windows = self.lipsync.audio_windows(padded, np.arange(self.taken, ready))
         self.taken = ready

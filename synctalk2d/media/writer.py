@@ -10,14 +10,14 @@ arrive, so the file is still interleaved (audio next to the video it goes with).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import cv2
 import numpy as np
+
+from synctalk2d.atomic import commit, temp_beside
 
 AAC_RATES = frozenset(av.codec.Codec("aac", "w").audio_rates)
 FALLBACK_RATE = 48000  # for input rates AAC cannot carry
@@ -55,8 +55,7 @@ class VideoWriter:
         self.width, self.height = width, height
         self.frames = 0
         self._closed = False
-        fd, self._tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".part")
-        os.close(fd)
+        self._tmp = temp_beside(self.path)
         self._container = None
         try:
             options = {"movflags": "+faststart", "max_interleave_delta": "0"}
@@ -123,8 +122,7 @@ class VideoWriter:
             self.abort()
             raise
         self._closed = True
-        os.chmod(self._tmp, 0o644)  # mkstemp makes it private; the output is an ordinary file
-        os.replace(self._tmp, self.path)
+        commit(self._tmp, self.path)
 
     def abort(self) -> None:
         """Drop the partial file; the target path is left as it was."""
@@ -135,10 +133,9 @@ class VideoWriter:
         except Exception:
             pass  # closing a broken container can fail too; the file goes either way
         finally:
-            if os.path.exists(self._tmp):
-                os.unlink(self._tmp)
+            self._tmp.unlink(missing_ok=True)
 
-    def __enter__(self) -> "VideoWriter":
+    def __enter__(self) -> VideoWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

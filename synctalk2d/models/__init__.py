@@ -3,11 +3,16 @@ perceptual loss. ``checkpoint`` saves and restores them."""
 
 from synctalk2d.models.audio_encoder import AudioEncoder, load_audio_encoder_weights
 from synctalk2d.models.perceptual import PerceptualLoss, load_vgg19
-from synctalk2d.models.syncnet import SyncNet, SyncNetConfig, Wav2LipSyncNet, sync_loss, sync_probability
-from synctalk2d.models.unet import AUDIO_WINDOW_SHAPES, WIDTHS, UNet, UNetConfig
+from synctalk2d.models.syncnet import (
+    SyncNet,
+    SyncNetConfig,
+    Wav2LipSyncNet,
+    sync_loss,
+    sync_probability,
+)
+from synctalk2d.models.unet import WIDTHS, UNet, UNetConfig
 
 __all__ = [
-    "AUDIO_WINDOW_SHAPES",
     "WIDTHS",
     "AudioEncoder",
     "PerceptualLoss",

@@ -6,23 +6,19 @@ after the (3, 2) stride, SyncTalk's one, so SyncTalk's weights (bare keys ``0.*`
 ``12.*``) and a Wav2Lip-style SyncNet built on this encoder (keys ``audio_encoder.*``)
 load; Wav2Lip's own ``lipsync_expert.pth`` has one block more and is refused.
 
-The module is a bare `nn.Sequential` so its state-dict keys are exactly that layout. This
-file also holds the two helpers every foreign checkpoint goes through (`read_state_dict`,
-`load_matching`): the VGG19 weights of the perceptual loss use them too.
+The module is a bare `nn.Sequential` so its state-dict keys are exactly that layout;
+foreign weights load through `models.checkpoint.read_state_dict` and `load_matching`.
 """
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import nn
 
-from synctalk2d.errors import UserError
+from synctalk2d.models.checkpoint import load_matching, read_state_dict
 
 
 class ConvBlock(nn.Module):
@@ -77,44 +73,3 @@ def load_audio_encoder_weights(encoder: AudioEncoder, path: str | Path) -> Audio
     prefix = "audio_encoder."
     audio = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
     return load_matching(encoder, audio or state, path, "an AVE audio encoder (SyncTalk/Wav2Lip audio_encoder layout)")
-
-
-# -- foreign checkpoints -------------------------------------------------------------
-
-
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of a ``.safetensors`` file or a torch ``.pth``/``.pt`` (a state dict, or
-    a dict holding one under ``state_dict``, as Wav2Lip saves), with DataParallel's
-    ``module.`` prefix removed. Torch files are read with ``weights_only=True``: a
-    downloaded checkpoint cannot run code."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path} does not exist")
-    try:
-        state = load_file(path) if path.suffix == ".safetensors" else torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, SafetensorError) as e:
-        raise UserError(f"{path} cannot be read as model weights ({str(e).splitlines()[0]})") from e
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise UserError(f"{path} holds a {type(state).__name__}, not a state dict of model weights")
-    return {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
-
-
-def load_matching(module: nn.Module, state: dict[str, torch.Tensor], path: str | Path, what: str) -> nn.Module:
-    """Load the tensors ``module`` needs from ``state`` (extra ones are ignored); a
-    `UserError` naming ``path`` and the first missing or mis-shaped tensor otherwise.
-    BatchNorm's ``num_batches_tracked`` may be absent (older torch did not save it)."""
-    expected = module.state_dict()
-    needed = [k for k in expected if not k.endswith("num_batches_tracked")]
-    missing = [k for k in needed if k not in state]
-    misshaped = [k for k in needed if k in state and state[k].shape != expected[k].shape]
-    if missing or misshaped:
-        problem = f"{len(missing)} of its {len(needed)} tensors are missing (first: {missing[0]})" if missing else ""
-        if misshaped:
-            k = misshaped[0]
-            shapes = f"{k} is {list(state[k].shape)}, expected {list(expected[k].shape)}"
-            problem += (" and " if problem else "") + f"{len(misshaped)} have the wrong shape (first: {shapes})"
-        raise UserError(f"{path} does not hold {what}: {problem}")
-    module.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
-    return module

@@ -10,23 +10,25 @@ human-readable copy of the record (without the optimizer part), written the same
 Inside an avatar directory the training stages keep ``checkpoints/<stage>/latest.*``
 (resume point) and ``checkpoints/<stage>/best.*`` (best validation loss of a trained step,
 never the untrained step 0; ``state.learned`` is false when that is merely the last step);
-the loaders at the bottom turn those into eval-mode models for inference.
+the loaders turn those into eval-mode models for inference. Weights from elsewhere
+(Wav2Lip, SyncTalk, torchvision) are plain state dicts: `read_state_dict` and
+`load_matching` at the bottom read them with a clear error when they do not fit.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
+from torch import nn
 
-from synctalk2d.avatar import write_json_atomic
+from synctalk2d.atomic import atomic_path, write_json_atomic
 from synctalk2d.errors import UserError
 
 FORMAT_VERSION = 1
@@ -72,15 +74,8 @@ def save_checkpoint(
             for name, value in param_state.items():
                 tensors[f"{_OPTIM}{param_id}/{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
         record["optimizer"] = {"param_groups": optim["param_groups"]}
-    fd, tmp = tempfile.mkstemp(dir=stem.parent, prefix=f".{stem.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(stem.with_suffix(".safetensors")) as tmp:
         save_file(tensors, tmp, metadata={"synctalk2d": json.dumps(record)})
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, stem.with_suffix(".safetensors"))
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     write_json_atomic(stem.with_suffix(".json"), {k: v for k, v in record.items() if k != "optimizer"})
 
 
@@ -185,3 +180,44 @@ def load_audio_encoder(avatar_root: str | Path) -> torch.nn.Module:
         return _restore(Wav2LipSyncNet(), checkpoint, stem).audio_encoder
     _model_config(checkpoint, stem, "audio_encoder")
     return _restore(AudioEncoder(), checkpoint, stem)
+
+
+# -- foreign checkpoints (Wav2Lip, SyncTalk, torchvision): plain state dicts -------------------------------------------------------------
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` file or a torch ``.pth``/``.pt`` (a state dict, or
+    a dict holding one under ``state_dict``, as Wav2Lip saves), with DataParallel's
+    ``module.`` prefix removed. Torch files are read with ``weights_only=True``: a
+    downloaded checkpoint cannot run code."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} does not exist")
+    try:
+        state = load_file(path) if path.suffix == ".safetensors" else torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, SafetensorError) as e:
+        raise UserError(f"{path} cannot be read as model weights ({str(e).splitlines()[0]})") from e
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise UserError(f"{path} holds a {type(state).__name__}, not a state dict of model weights")
+    return {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def load_matching(module: nn.Module, state: dict[str, torch.Tensor], path: str | Path, what: str) -> nn.Module:
+    """Load the tensors ``module`` needs from ``state`` (extra ones are ignored); a
+    `UserError` naming ``path`` and the first missing or mis-shaped tensor otherwise.
+    BatchNorm's ``num_batches_tracked`` may be absent (older torch did not save it)."""
+    expected = module.state_dict()
+    needed = [k for k in expected if not k.endswith("num_batches_tracked")]
+    missing = [k for k in needed if k not in state]
+    misshaped = [k for k in needed if k in state and state[k].shape != expected[k].shape]
+    if missing or misshaped:
+        problem = f"{len(missing)} of its {len(needed)} tensors are missing (first: {missing[0]})" if missing else ""
+        if misshaped:
+            k = misshaped[0]
+            shapes = f"{k} is {list(state[k].shape)}, expected {list(expected[k].shape)}"
+            problem += (" and " if problem else "") + f"{len(misshaped)} have the wrong shape (first: {shapes})"
+        raise UserError(f"{path} does not hold {what}: {problem}")
+    module.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
+    return module

@@ -11,7 +11,7 @@ with the weights, so a checkpoint alone turns audio into lip coordinates.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -19,22 +19,16 @@ from torch import nn
 from synctalk2d.audio.mel import N_MELS
 from synctalk2d.audio.speech_features import WINDOW
 from synctalk2d.face.lip_shape import NUM_LIP_POINTS
+from synctalk2d.models.config import DictConfig
 
 
 @dataclass
-class MouthModelConfig:
+class MouthModelConfig(DictConfig):
     num_coefficients: int = 3  # opening, width, and one more: 90 % of how lips move in the pool
     channels: int = 64
     dropout: float = 0.3
     window: int = WINDOW
     n_mels: int = N_MELS
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "MouthModelConfig":
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
 class MouthModel(nn.Module):
@@ -46,10 +40,18 @@ class MouthModel(nn.Module):
         c = config.channels
         self.net = nn.Sequential(
             nn.Dropout(0.1),
-            nn.Conv1d(config.n_mels, c, 5, stride=2, padding=2), nn.BatchNorm1d(c), nn.GELU(),
-            nn.Conv1d(c, c, 5, stride=2, padding=2), nn.BatchNorm1d(c), nn.GELU(),
-            nn.Conv1d(c, c, 3, stride=2, padding=1), nn.BatchNorm1d(c), nn.GELU(),
-            nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Dropout(config.dropout),
+            nn.Conv1d(config.n_mels, c, 5, stride=2, padding=2),
+            nn.BatchNorm1d(c),
+            nn.GELU(),
+            nn.Conv1d(c, c, 5, stride=2, padding=2),
+            nn.BatchNorm1d(c),
+            nn.GELU(),
+            nn.Conv1d(c, c, 3, stride=2, padding=1),
+            nn.BatchNorm1d(c),
+            nn.GELU(),
+            nn.AdaptiveAvgPool1d(1),
+            nn.Flatten(),
+            nn.Dropout(config.dropout),
             nn.Linear(c, config.num_coefficients),
         )
         # PCA basis of lip-shape changes (K, 40) and each coefficient's std in the training pool

@@ -12,15 +12,16 @@ against in-sync / off-sync labels trains them (`sync_loss`).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from synctalk2d.audio.windows import WINDOW_SHAPES
 from synctalk2d.models.audio_encoder import AudioEncoder, ConvBlock, conv_stage
-from synctalk2d.models.unet import AUDIO_STRIDES, AUDIO_WINDOW_SHAPES, check_choice
+from synctalk2d.models.config import DictConfig, check_choice
+from synctalk2d.models.unet import AUDIO_STRIDES
 
 
 def sync_probability(audio_emb: torch.Tensor, face_emb: torch.Tensor) -> torch.Tensor:
@@ -77,18 +78,11 @@ class Wav2LipSyncNet(nn.Module):
 
 
 @dataclass
-class SyncNetConfig:
+class SyncNetConfig(DictConfig):
     feature_type: str = "ave"
 
     def __post_init__(self):
-        check_choice("feature type", self.feature_type, AUDIO_WINDOW_SHAPES)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SyncNetConfig:
-        return cls(**data)
+        check_choice("feature type", self.feature_type, WINDOW_SHAPES)
 
 
 class SyncNet(nn.Module):
@@ -121,7 +115,7 @@ class SyncNet(nn.Module):
             ConvBlock(512, 512, 3, 1, 0, negative_slope=slope),  # 1
             ConvBlock(512, 512, 1, 1, 0, negative_slope=slope),
         )
-        channels, stride = AUDIO_WINDOW_SHAPES[config.feature_type][0], AUDIO_STRIDES[config.feature_type]
+        channels, stride = WINDOW_SHAPES[config.feature_type][0], AUDIO_STRIDES[config.feature_type]
         self.audio_encoder = nn.Sequential(
             *conv_stage(channels, 128, 3, stride, 1, residuals=2, negative_slope=slope),  # 16
             *conv_stage(128, 256, 3, 2, 1, residuals=2, negative_slope=slope),  # 8

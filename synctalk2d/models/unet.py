@@ -1,7 +1,7 @@
 """The lip-sync generator: SyncTalk_2D's U-Net (``unet_328.py``), MobileNetV2 style.
 
 Image in: the reference crop and the masked current crop, (B, 6, 320, 320) in [0, 1].
-Audio in: the frame's 16-frame feature window, (B, *AUDIO_WINDOW_SHAPES[feature_type]).
+Audio in: the frame's 16-frame feature window, (B, *WINDOW_SHAPES[feature_type]).
 Out: the current crop redrawn, (B, 3, 320, 320), through a sigmoid.
 
 An input block and 5 stride-2 `Down` stages take the image to (C4, 10, 10); the audio
@@ -14,14 +14,15 @@ own, not the reference's.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-AUDIO_WINDOW_SHAPES = {"ave": (32, 16, 16), "hubert": (32, 32, 32), "wenet": (256, 16, 32)}
+from synctalk2d.audio.windows import WINDOW_SHAPES
+from synctalk2d.models.config import DictConfig, check_choice
+
 WIDTHS = {"full": (32, 64, 128, 256, 512), "mobile": (16, 32, 64, 128, 256)}
 EXPANSION = 2  # MobileNetV2 uses 6; the reference's blocks all use 2
 
@@ -30,27 +31,14 @@ EXPANSION = 2  # MobileNetV2 uses 6; the reference's blocks all use 2
 AUDIO_STRIDES = {"ave": 1, "hubert": 2, "wenet": (1, 2)}
 
 
-def check_choice(name: str, value: str, choices: dict) -> None:
-    """`ValueError` naming the valid choices: configs come from users and JSON files."""
-    if value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(choices)}")
-
-
 @dataclass
-class UNetConfig:
+class UNetConfig(DictConfig):
     feature_type: str = "ave"
     width: str = "full"
 
     def __post_init__(self):
-        check_choice("feature type", self.feature_type, AUDIO_WINDOW_SHAPES)
+        check_choice("feature type", self.feature_type, WINDOW_SHAPES)
         check_choice("width", self.width, WIDTHS)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> UNetConfig:
-        return cls(**data)
 
 
 class InvertedResidual(nn.Module):
@@ -92,7 +80,7 @@ class AudioBranch(nn.Sequential):
     already 256 channels deep, so their first two blocks keep C3 instead of widening."""
 
     def __init__(self, feature_type: str, ch: tuple[int, ...]):
-        cin = AUDIO_WINDOW_SHAPES[feature_type][0]
+        cin = WINDOW_SHAPES[feature_type][0]
         c1, c2 = (ch[3], ch[3]) if feature_type == "wenet" else (ch[1], ch[2])
         super().__init__(
             InvertedResidual(cin, c1),

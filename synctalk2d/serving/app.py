@@ -156,9 +156,17 @@ def create_app(avatar_dir: str | Path, settings: ServerSettings | None = None, l
     async def health():
         info = lipsync.avatar.info
         waiting = [job.status for job in list(jobs.jobs.values())]
-        return {"status": "ok", "avatar": lipsync.avatar.root.name, "conditioning": lipsync.conditioning, "frames": info.num_frames,
-                "width": info.width, "height": info.height, "live_sessions": sessions["open"], "max_sessions": settings.max_sessions,
-                "jobs": {"queued": waiting.count("queued"), "running": waiting.count("running")}}
+        return {
+            "status": "ok",
+            "avatar": lipsync.avatar.root.name,
+            "conditioning": lipsync.conditioning,
+            "frames": info.num_frames,
+            "width": info.width,
+            "height": info.height,
+            "live_sessions": sessions["open"],
+            "max_sessions": settings.max_sessions,
+            "jobs": {"queued": waiting.count("queued"), "running": waiting.count("running")},
+        }
 
     @app.post("/v1/videos", status_code=202)
     async def create_video(request: Request):

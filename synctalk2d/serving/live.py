@@ -92,10 +92,24 @@ async def stream(websocket: WebSocket, lipsync: LipSync, executor: Executor, wid
     session = await asyncio.get_running_loop().run_in_executor(executor, LiveSession, lipsync, width)
     frame_width, frame_height = session.size
     lookahead = LOOKAHEAD_SECONDS if lipsync.conditioning == "mouth" else None
-    await websocket.send_text(json.dumps({"type": "ready", "fps": FPS, "width": frame_width, "height": frame_height, "sample_rate": SAMPLE_RATE,
-                                          "conditioning": lipsync.conditioning, "lookahead_ms": None if lookahead is None else round(1000 * lookahead)}))
+    await websocket.send_text(
+        json.dumps(
+            {
+                "type": "ready",
+                "fps": FPS,
+                "width": frame_width,
+                "height": frame_height,
+                "sample_rate": SAMPLE_RATE,
+                "conditioning": lipsync.conditioning,
+                "lookahead_ms": None if lookahead is None else round(1000 * lookahead),
+            }
+        )
+    )
     outbox, speech_ready = Outbox(), asyncio.Event()
-    tasks = [asyncio.create_task(coroutine) for coroutine in (_receive(websocket, session, outbox, speech_ready), _tick(session, outbox, executor, speech_ready), _send(websocket, outbox))]
+    tasks = [
+        asyncio.create_task(coroutine)
+        for coroutine in (_receive(websocket, session, outbox, speech_ready), _tick(session, outbox, executor, speech_ready), _send(websocket, outbox))
+    ]
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -177,6 +191,13 @@ async def _send(websocket: WebSocket, outbox: Outbox) -> None:
         _, jpeg, frame = item
         if frame.utterance is not None:
             latency = 1000 * (time.perf_counter() - frame.arrival)
-            event = {"type": "frame", "utterance": frame.utterance, "index": frame.index, "latency_ms": round(latency, 1), "held": frame.held, "dropped": outbox.dropped}
+            event = {
+                "type": "frame",
+                "utterance": frame.utterance,
+                "index": frame.index,
+                "latency_ms": round(latency, 1),
+                "held": frame.held,
+                "dropped": outbox.dropped,
+            }
             await asyncio.wait_for(websocket.send_text(json.dumps(event)), SEND_TIMEOUT)
         await asyncio.wait_for(websocket.send_bytes(jpeg), SEND_TIMEOUT)

@@ -16,8 +16,6 @@ with ``--feature-type hubert|wenet`` `run_features` computes the features from a
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -25,8 +23,8 @@ import cv2
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import Dataset
 
+from synctalk2d.atomic import atomic_path
 from synctalk2d.audio.ave import ave_features, mel_windows
 from synctalk2d.avatar import Avatar
 from synctalk2d.models.audio_encoder import AudioEncoder, load_audio_encoder_weights
@@ -34,27 +32,24 @@ from synctalk2d.models.checkpoint import load_audio_encoder, save_checkpoint, st
 from synctalk2d.models.syncnet import Wav2LipSyncNet
 from synctalk2d.progress import console
 from synctalk2d.training.config import Splits, TrainConfig
-from synctalk2d.training.data import CropCache, augment, to_chw
+from synctalk2d.training.data import CropCache, FrameDataset, augment, to_chw
 from synctalk2d.training.loop import Runtime, Stage, StageResult, fit, sync_metrics
 
 GROUP = 5  # faces per sample: a 16-frame mel window lasts 0.2 s = 5 video frames
 
 
-class FaceGroups(Dataset):
-    """Item ``k``: the 5 faces from frame ``starts[k]`` stacked on channels (15, h, w), their
-    mel window (1, 80, 16) and the start frame (which pairs of the batch are off-sync)."""
+class FaceGroups(FrameDataset):
+    """Item ``k``: the 5 faces from frame ``frames[k]`` stacked on channels (15, h, w), their
+    mel window (1, 80, 16) and the start frame (which pairs of the batch are off-sync).
+    ``frames`` are the group starts: every frame of the split whose group stays in it."""
 
     def __init__(self, crops: CropCache, mel: np.ndarray, frames: range, jitter: float = 0.0, flip: float = 0.0):
-        self.crops, self.mel = crops, mel
-        self.starts = range(frames.start, frames.stop - GROUP + 1)
-        self.jitter, self.flip = jitter, flip
-
-    def __len__(self) -> int:
-        return len(self.starts)
+        super().__init__(crops, range(frames.start, frames.stop - GROUP + 1), jitter=jitter, flip=flip)
+        self.mel = mel
 
     def __getitem__(self, item: tuple[int, tuple]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         index, key = item
-        start = self.starts[index]
+        start = self.frames[index]
         faces = expert_faces(self.crops.model_crops(range(start, start + GROUP)))
         faces = augment(faces, np.random.default_rng(key), self.jitter, self.flip)
         window = mel_windows(self.mel, np.array([start]))[0]
@@ -72,8 +67,7 @@ class AudioEncoderStage(Stage):
     kind = "wav2lip_syncnet"
 
     def __init__(self, avatar: Avatar, config: TrainConfig, splits: Splits):
-        self.config = stage = config.audio_encoder
-        torch.manual_seed(config.seed)
+        stage = self.setup(config.audio_encoder, config.seed)
         self.model = Wav2LipSyncNet()
         self.model_config = {}
         crops, mel = CropCache(avatar.crops_path), avatar.mel()
@@ -134,10 +128,8 @@ def run_features(avatar: Avatar, config: TrainConfig, splits: Splits, runtime: R
 
 def save_features(root: Path, feature_type: str, features: np.ndarray) -> Path:
     """Write ``features/<type>.npy`` atomically, so a kill never leaves half an array."""
-    path = root / "features" / f"{feature_type}.npy"
+    path = Avatar(root).features_path(feature_type)
     path.parent.mkdir(exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        np.save(f, np.asarray(features, dtype=np.float32))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        np.save(tmp, np.asarray(features, dtype=np.float32))
     return path

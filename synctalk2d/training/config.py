@@ -14,8 +14,6 @@ from pathlib import Path
 from synctalk2d.avatar import FPS
 
 CONDITIONINGS = ("mouth", "audio")  # what drives the mouth: predicted lip shapes, or audio features into the U-Net
-FEATURE_TYPES = ("ave", "hubert", "wenet")
-WIDTHS = ("mobile", "full")
 
 
 @dataclass
@@ -139,7 +137,7 @@ class Splits:
     holdout: range
 
     @classmethod
-    def of(cls, num_frames: int, holdout_seconds: float, val_fraction: float) -> "Splits":
+    def of(cls, num_frames: int, holdout_seconds: float, val_fraction: float) -> Splits:
         holdout = min(num_frames, int(round(holdout_seconds * FPS)))
         used = num_frames - holdout
         val = max(MIN_VAL_FRAMES, int(math.ceil(used * val_fraction)))

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from synctalk2d.audio.windows import feature_windows, to_model_window
 from synctalk2d.face.crop import model_crop
 
 Key = tuple[int, int, int]
@@ -44,6 +45,29 @@ class CropCache:
     def model_crops(self, frames: np.ndarray | list[int] | range) -> np.ndarray:
         """(K, 320, 320, 3) uint8 RGB: the centre crops the models see."""
         return model_crop(self.crops[np.asarray(frames)])
+
+
+class FrameDataset(Dataset):
+    """What the stage datasets share: items are frames of one avatar's crop cache, each
+    augmented with its own key (see `KeyedBatchSampler`)."""
+
+    def __init__(self, crops: CropCache, frames: range, jitter: float = 0.0, flip: float = 0.0):
+        self.crops, self.frames, self.jitter, self.flip = crops, frames, jitter, flip
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+
+class WindowDataset(FrameDataset):
+    """Frames with per-frame audio ``features``, cut into windows by the one window rule."""
+
+    def __init__(self, crops: CropCache, features: np.ndarray, feature_type: str, frames: range, jitter: float = 0.0, flip: float = 0.0):
+        super().__init__(crops, frames, jitter, flip)
+        self.features, self.feature_type = features, feature_type
+
+    def window(self, frame: int) -> torch.Tensor:
+        """The audio window of ``frame`` in the models' shape."""
+        return torch.as_tensor(to_model_window(feature_windows(self.features, np.array([frame])), self.feature_type)[0], dtype=torch.float32)
 
 
 def augment(images: np.ndarray, rng: np.random.Generator, jitter: float, flip: float) -> np.ndarray:

@@ -35,11 +35,16 @@ from torch.utils.tensorboard import SummaryWriter
 from synctalk2d.avatar import Avatar
 from synctalk2d.device import cpu_has_fast_bf16, pick_device
 from synctalk2d.errors import UserError
-from synctalk2d.models.checkpoint import load_checkpoint, save_checkpoint, stage_dir, unwrap
+from synctalk2d.models.checkpoint import load_checkpoint, save_checkpoint, stage_dir
+from synctalk2d.models.syncnet import sync_loss
 from synctalk2d.progress import console, progress_bar
 from synctalk2d.training.config import StageConfig
-from synctalk2d.models.syncnet import sync_loss
-from synctalk2d.training.data import KeyedBatchSampler, make_loader, to_device, validation_batches
+from synctalk2d.training.data import (
+    KeyedBatchSampler,
+    make_loader,
+    to_device,
+    validation_batches,
+)
 
 CHECKPOINT_SECONDS = 300.0  # also save ``latest`` this often, whatever the step count
 
@@ -63,7 +68,7 @@ class Runtime:
     def distributed(self) -> bool:
         return self.world_size > 1
 
-    def autocast(self, stage: "Stage") -> contextlib.AbstractContextManager:
+    def autocast(self, stage: Stage) -> contextlib.AbstractContextManager:
         """Mixed precision for ``stage``'s forward passes (on a CPU only if the stage allows it)."""
         if self.amp_dtype is None or (self.device.type == "cpu" and not stage.bf16_on_cpu):
             return contextlib.nullcontext()
@@ -115,6 +120,13 @@ class Stage:
     # reason the U-Net stage runs its frozen SyncNet in fp32 under any autocast.
     bf16_on_cpu: bool = False
     step: int = 0  # the current training step, kept up to date by the loop (for schedules)
+
+    def setup(self, config: StageConfig, seed: int) -> StageConfig:
+        """Keep the stage's ``config`` and seed what the subclass builds next (the model's
+        initial weights: the same on every run and every rank). Returns ``config``."""
+        self.config = config
+        torch.manual_seed(seed)
+        return config
 
     def loss(self, model: torch.nn.Module, batch: list[torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The loss to minimise and named batch means to log (``loss`` included)."""
@@ -232,7 +244,9 @@ class Trainer:
     def fit(self, seconds: float | None, show_progress: bool) -> StageResult:
         if (self.directory / "latest.safetensors").is_file():
             self._resume(self.directory / "latest")
-        sampler = KeyedBatchSampler(len(self.stage.train_set), self.config.batch_size, self.runtime.seed, self.step, None, self.runtime.rank, self.runtime.world_size)
+        sampler = KeyedBatchSampler(
+            len(self.stage.train_set), self.config.batch_size, self.runtime.seed, self.step, None, self.runtime.rank, self.runtime.world_size
+        )
         total = self.config.max_steps or (self.config.epochs * sampler.steps_per_epoch if self.config.epochs else None)
         if total is None and seconds is None:
             raise UserError(f"stage {self.stage.name} has no budget: give --epochs, --max-steps or --minutes")
@@ -407,7 +421,10 @@ class Trainer:
         checkpoint = load_checkpoint(stem)
         config = self.stage.checkpoint_config()
         if (checkpoint.config.get("kind"), checkpoint.config.get("model")) != (config["kind"], config["model"]):
-            raise UserError(f"{stem}.safetensors was trained with another model configuration ({checkpoint.config.get('model')}); delete {stem.parent} to train this stage again")
+            raise UserError(
+                f"{stem}.safetensors was trained with another model configuration ({checkpoint.config.get('model')}); "
+                f"delete {stem.parent} to train this stage again"
+            )
         self.model.load_state_dict(checkpoint.weights)
         if checkpoint.optimizer is not None:
             self.optimizer.load_state_dict(checkpoint.optimizer)
@@ -447,4 +464,3 @@ class Trainer:
             dist.broadcast(flag, 0)
             stop = bool(flag.item())
         return stop
-

@@ -21,12 +21,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from synctalk2d.audio.speech_features import frame_windows, normalised_mel
 from synctalk2d.audio.vad import voice_activity
-from synctalk2d.avatar import Avatar, write_json_atomic
+from synctalk2d.avatar import Avatar
 from synctalk2d.errors import UserError
 from synctalk2d.face.lip_shape import aperture, lip_shapes
 from synctalk2d.models.checkpoint import save_checkpoint
@@ -62,7 +60,7 @@ class Clip:
     speech: np.ndarray  # (N,) voice activity
 
     @classmethod
-    def of(cls, avatar: Avatar, frames: range | None = None) -> "Clip":
+    def of(cls, avatar: Avatar, frames: range | None = None) -> Clip:
         wav, _ = sf.read(avatar.audio_path, dtype="float32")
         shapes = lip_shapes(avatar.landmarks(), avatar.boxes())
         windows = frame_windows(normalised_mel(wav), len(shapes))
@@ -82,12 +80,27 @@ def aperture_r(model: MouthModel, clip: Clip, mean_shape: np.ndarray) -> float:
 def predict_shapes(model: MouthModel, windows: np.ndarray, mean_shape: np.ndarray, batch: int = 512) -> np.ndarray:
     """(N, 40) lip shapes for (N, WINDOW, 80) windows, around ``mean_shape``."""
     model.eval()
-    coefficients = torch.cat([model(torch.from_numpy(windows[i : i + batch])) for i in range(0, len(windows), batch)]) if len(windows) else torch.zeros(0, model.config.num_coefficients)
+    coefficients = (
+        torch.cat([model(torch.from_numpy(windows[i : i + batch])) for i in range(0, len(windows), batch)])
+        if len(windows)
+        else torch.zeros(0, model.config.num_coefficients)
+    )
     return mean_shape + model.shape_change(coefficients).numpy()
 
 
-def fit(model: MouthModel, windows: np.ndarray, targets: np.ndarray, epochs: int, lr: float, batch_size: int, weight_decay: float = 0.0,
-        anchor: MouthModel | None = None, anchor_weight: float = 0.0, show_progress: bool = False, label: str = "mouth") -> float:
+def fit(
+    model: MouthModel,
+    windows: np.ndarray,
+    targets: np.ndarray,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    weight_decay: float = 0.0,
+    anchor: MouthModel | None = None,
+    anchor_weight: float = 0.0,
+    show_progress: bool = False,
+    label: str = "mouth",
+) -> float:
     """Train ``model`` to map windows to coefficient ``targets`` (MSE with the opening
     weighted up, noise on the input, one-cycle learning rate); with ``anchor``, an L2 pull
     of the weights towards it.
@@ -147,7 +160,7 @@ def train_prior(clips: list[Clip], config: PriorConfig | None = None, model_conf
 
 def speaker_scale(model: MouthModel, shapes: np.ndarray, mean_shape: np.ndarray) -> torch.Tensor:
     """Each coefficient's std over one speaker's frames: how much this person moves their lips."""
-    coefficients = ((shapes - mean_shape) @ model.basis.numpy().T)
+    coefficients = (shapes - mean_shape) @ model.basis.numpy().T
     return torch.from_numpy(np.maximum(coefficients.std(axis=0), 1e-6).astype(np.float32))
 
 
@@ -220,7 +233,18 @@ def adapt(prior: MouthModel, clip: Clip, mean_shape: np.ndarray, stage: MouthSta
     """A copy of ``prior`` fine-tuned on ``clip`` (L2 pull towards the prior); and its last loss."""
     adapted = copy.deepcopy(prior)
     targets = adapted.coefficients(torch.from_numpy(clip.shapes - mean_shape)).numpy()
-    loss = fit(adapted, clip.windows, targets, stage.epochs, stage.lr, stage.batch_size, anchor=prior, anchor_weight=stage.prior_weight, show_progress=show_progress, label="mouth (adapting the prior)")
+    loss = fit(
+        adapted,
+        clip.windows,
+        targets,
+        stage.epochs,
+        stage.lr,
+        stage.batch_size,
+        anchor=prior,
+        anchor_weight=stage.prior_weight,
+        show_progress=show_progress,
+        label="mouth (adapting the prior)",
+    )
     return adapted, loss
 
 
@@ -259,10 +283,19 @@ def run(avatar: Avatar, config, splits, runtime, seconds: float | None, show_pro
     if not learned:
         console.print(
             f"[yellow]mouth: adapting to this avatar did not beat the prior on unseen stretches of it "
-            f"(cross-validated mouth-opening r {adapted_r:.3f} vs {prior_r:.3f}); keeping the prior[/yellow]", soft_wrap=True)
+            f"(cross-validated mouth-opening r {adapted_r:.3f} vs {prior_r:.3f}); keeping the prior[/yellow]",
+            soft_wrap=True,
+        )
     result = StageResult(
-        "mouth", stage.epochs, stage.epochs, time.monotonic() - started, "steps",
-        train={"loss": loss} if loss is not None else {}, val={"aperture_r": adapted_r}, best_val={"aperture_r": max(adapted_r, prior_r)}, start_val={"aperture_r": prior_r},
+        "mouth",
+        stage.epochs,
+        stage.epochs,
+        time.monotonic() - started,
+        "steps",
+        train={"loss": loss} if loss is not None else {},
+        val={"aperture_r": adapted_r},
+        best_val={"aperture_r": max(adapted_r, prior_r)},
+        start_val={"aperture_r": prior_r},
     )
     state = {
         "completed": True,

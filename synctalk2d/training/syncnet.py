@@ -12,46 +12,27 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from synctalk2d.audio.windows import FRAMES_BEFORE, FRAMES_PER_WINDOW, feature_windows, to_model_window
+from synctalk2d.audio.windows import (
+    FRAMES_BEFORE,
+    FRAMES_PER_WINDOW,
+)
 from synctalk2d.avatar import Avatar
-from synctalk2d.errors import UserError
 from synctalk2d.models.syncnet import SyncNet, SyncNetConfig
 from synctalk2d.training.config import Splits, TrainConfig
-from synctalk2d.training.data import CropCache, augment, to_chw
+from synctalk2d.training.data import CropCache, WindowDataset, augment, to_chw
 from synctalk2d.training.loop import Runtime, Stage, StageResult, fit, sync_metrics
 
 
-def load_features(avatar: Avatar, feature_type: str) -> np.ndarray:
-    """``features/<type>.npy``, checked against the avatar's frame count."""
-    path = avatar.root / "features" / f"{feature_type}.npy"
-    if not path.is_file():
-        first = "audio-encoder" if feature_type == "ave" else "features"
-        raise UserError(f"{path} does not exist; run `synctalk2d train --avatar {avatar.root} --stage {first}` first")
-    features = np.load(path)
-    if len(features) != avatar.info.num_frames:
-        raise UserError(f"{path} has {len(features)} frames, the avatar {avatar.info.num_frames}; delete it and train again")
-    return features
-
-
-class FaceWindows(Dataset):
+class FaceWindows(WindowDataset):
     """Item ``k``: the crop of frame ``frames[k]`` (3, 320, 320), its audio window and the
     frame index (which pairs of the batch are off-sync)."""
-
-    def __init__(self, crops: CropCache, features: np.ndarray, feature_type: str, frames: range, jitter: float = 0.0, flip: float = 0.0):
-        self.crops, self.features, self.feature_type, self.frames = crops, features, feature_type, frames
-        self.jitter, self.flip = jitter, flip
-
-    def __len__(self) -> int:
-        return len(self.frames)
 
     def __getitem__(self, item: tuple[int, tuple]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         index, key = item
         frame = self.frames[index]
         face = augment(self.crops.model_crops([frame]), np.random.default_rng(key), self.jitter, self.flip)[0]
-        window = to_model_window(feature_windows(self.features, np.array([frame])), self.feature_type)[0]
-        return to_chw(face), torch.as_tensor(window, dtype=torch.float32), torch.tensor(frame)
+        return to_chw(face), self.window(frame), torch.tensor(frame)
 
 
 class SyncNetStage(Stage):
@@ -59,13 +40,12 @@ class SyncNetStage(Stage):
     kind = "syncnet"
 
     def __init__(self, avatar: Avatar, config: TrainConfig, splits: Splits):
-        self.config = stage = config.syncnet
-        torch.manual_seed(config.seed)
+        stage = self.setup(config.syncnet, config.seed)
         model_config = SyncNetConfig(feature_type=config.feature_type)
         self.model = SyncNet(model_config)
         self.model_config = model_config.to_dict()
         self.extra_config = {"feature_type": config.feature_type}
-        crops, features = CropCache(avatar.crops_path), load_features(avatar, config.feature_type)
+        crops, features = CropCache(avatar.crops_path), avatar.features(config.feature_type)
         train, val = (_real_windows(frames, len(features)) for frames in (splits.train, splits.val))
         self.train_set = FaceWindows(crops, features, config.feature_type, train, stage.jitter, stage.flip)
         self.val_set = FaceWindows(crops, features, config.feature_type, val)

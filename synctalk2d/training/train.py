@@ -24,12 +24,26 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from synctalk2d.avatar import Avatar, write_json_atomic
+from synctalk2d.atomic import write_json_atomic
+from synctalk2d.audio.windows import FEATURE_TYPES
+from synctalk2d.avatar import Avatar
 from synctalk2d.errors import UserError
 from synctalk2d.models.checkpoint import stage_dir
+from synctalk2d.models.unet import WIDTHS
 from synctalk2d.progress import console
-from synctalk2d.training.config import CONDITIONINGS, FEATURE_TYPES, TIME_SHARES, WIDTHS, Splits, TrainConfig, resolve_path
-from synctalk2d.training.loop import Runtime, StageResult, completed_result, setup_runtime
+from synctalk2d.training.config import (
+    CONDITIONINGS,
+    TIME_SHARES,
+    Splits,
+    TrainConfig,
+    resolve_path,
+)
+from synctalk2d.training.loop import (
+    Runtime,
+    StageResult,
+    completed_result,
+    setup_runtime,
+)
 
 MIN_TRAIN_FRAMES = 40  # room for 5-frame groups and negatives >= 5 frames away
 # Options that change the data or the features every later stage was trained on.
@@ -80,7 +94,9 @@ def train(config: TrainConfig, show_progress: bool = True) -> list[StageResult]:
         for i, name in enumerate(names):
             if done := _already_done(name, avatar.root, config):
                 if runtime.is_main:
-                    console.print(f"{name}: already trained ({done.step} steps), skipping; delete {stage_dir(avatar.root, name)} to train it again", soft_wrap=True)
+                    console.print(
+                        f"{name}: already trained ({done.step} steps), skipping; delete {stage_dir(avatar.root, name)} to train it again", soft_wrap=True
+                    )
                 results.append(done)
                 continue
             seconds = None
@@ -117,10 +133,10 @@ def _run_stage(name: str, avatar: Avatar, config: TrainConfig, splits: Splits, r
 def _already_done(name: str, root: Path, config: TrainConfig) -> StageResult | None:
     """The stored result of a finished stage whose outputs exist. Pretrained encoder
     weights are always (re)loaded: that is cheap, and the user may be swapping them."""
+    avatar = Avatar(root)
     if name == "features":
-        path = root / "features" / f"{config.feature_type}.npy"
-        return StageResult(name, 0, 0, 0.0, "pretrained") if path.is_file() else None
-    if name == "audio-encoder" and (config.audio_encoder_weights or not (root / "features" / "ave.npy").is_file()):
+        return StageResult(name, 0, 0, 0.0, "pretrained") if avatar.features_path(config.feature_type).is_file() else None
+    if name == "audio-encoder" and (config.audio_encoder_weights or not avatar.features_path("ave").is_file()):
         return None
     return completed_result(root, name)
 

@@ -32,9 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
 
-from synctalk2d.audio.windows import feature_windows, to_model_window
 from synctalk2d.avatar import Avatar
 from synctalk2d.face.crop import mask_lower_face
 from synctalk2d.models.checkpoint import load_checkpoint, syncnet_of, trained_stem
@@ -43,21 +41,13 @@ from synctalk2d.models.syncnet import sync_loss
 from synctalk2d.models.unet import UNet, UNetConfig
 from synctalk2d.progress import console
 from synctalk2d.training.config import Splits, TrainConfig
-from synctalk2d.training.data import CropCache, augment, to_chw
+from synctalk2d.training.data import CropCache, WindowDataset, augment, to_chw
 from synctalk2d.training.loop import Runtime, Stage, StageResult, fit
-from synctalk2d.training.syncnet import load_features
 
 
-class ReferenceMaskedFrames(Dataset):
+class ReferenceMaskedFrames(WindowDataset):
     """Item ``k``: (reference + masked crop of ``frames[k]`` (6, 320, 320), its audio window,
     its crop (3, 320, 320)). Reference and current crop get the same augmentation."""
-
-    def __init__(self, crops: CropCache, features: np.ndarray, feature_type: str, frames: range, jitter: float = 0.0, flip: float = 0.0):
-        self.crops, self.features, self.feature_type, self.frames = crops, features, feature_type, frames
-        self.jitter, self.flip = jitter, flip
-
-    def __len__(self) -> int:
-        return len(self.frames)
 
     def __getitem__(self, item: tuple[int, tuple]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         index, key = item
@@ -66,8 +56,7 @@ class ReferenceMaskedFrames(Dataset):
         reference = self.frames[(index + rng.integers(1, len(self.frames))) % len(self.frames)]  # any frame but this one
         reference_crop, target = augment(self.crops.model_crops([reference, frame]), rng, self.jitter, self.flip)
         inputs = np.concatenate([reference_crop, mask_lower_face(target)], axis=-1)
-        window = to_model_window(feature_windows(self.features, np.array([frame])), self.feature_type)[0]
-        return to_chw(inputs), torch.as_tensor(window, dtype=torch.float32), to_chw(target)
+        return to_chw(inputs), self.window(frame), to_chw(target)
 
 
 class UNetStage(Stage):
@@ -76,8 +65,7 @@ class UNetStage(Stage):
     bf16_on_cpu = True  # 2.5x faster steps with AVX512-BF16 (see `setup_runtime`)
 
     def __init__(self, avatar: Avatar, config: TrainConfig, splits: Splits, runtime: Runtime):
-        self.config = stage = config.unet
-        torch.manual_seed(config.seed)
+        stage = self.setup(config.unet, config.seed)
         model_config = UNetConfig(feature_type=config.feature_type, width=config.width)
         self.model = UNet(model_config)
         self.model_config = model_config.to_dict()
@@ -95,7 +83,7 @@ class UNetStage(Stage):
             self.perceptual = None
         else:
             self.perceptual = _frozen(PerceptualLoss(vgg)).to(runtime.device, memory_format=torch.channels_last)
-        crops, features = CropCache(avatar.crops_path), load_features(avatar, config.feature_type)
+        crops, features = CropCache(avatar.crops_path), avatar.features(config.feature_type)
         self.train_set = ReferenceMaskedFrames(crops, features, config.feature_type, splits.train, stage.jitter, stage.flip)
         self.val_set = ReferenceMaskedFrames(crops, features, config.feature_type, splits.val)
 
@@ -114,8 +102,7 @@ class UNetStage(Stage):
             return self.config.sync_weight
         if runtime.is_main:
             console.print(
-                f"unet: the SyncNet {why}, so its verdict would be noise: training without the sync loss "
-                "(more video, or a longer syncnet stage, fixes this)",
+                f"unet: the SyncNet {why}, so its verdict would be noise: training without the sync loss (more video, or a longer syncnet stage, fixes this)",
                 soft_wrap=True,
             )
         return 0.0

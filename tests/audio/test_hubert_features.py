@@ -1,4 +1,5 @@
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -117,3 +118,9 @@ def test_extract_features_gives_hubert_windows_the_unet_takes(speech, large_shap
     HubertModel(tiny_config(16, 0)).save_pretrained(tmp_path)
     with pytest.raises(UserError, match="hubert-large"):
         extract_features("hubert", speech[: 640 * 20], 20, hubert_model=tmp_path)
+
+
+def test_missing_transformers_names_the_extra(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "transformers", None)  # as if not installed
+    with pytest.raises(UserError, match=r"pip install 'synctalk2d\[hubert\]'"):
+        load_hubert(tmp_path)

@@ -49,5 +49,5 @@ def test_a_frame_is_ready_once_about_200_ms_of_audio_past_it_arrived():
     for seconds in np.arange(0.1, 2.5, 0.013):
         stream = stream_of(wav)
         stream.push(wav[: int(seconds * 16000)])
-        frames = np.arange(100) / 25
-        assert np.sum(frames + LOOKAHEAD_SECONDS + 0.0051 <= seconds) <= stream.ready_frames() <= np.sum(frames + LOOKAHEAD_SECONDS - 0.0051 <= seconds), seconds
+        needs = np.arange(100) / 25 + LOOKAHEAD_SECONDS
+        assert np.sum(needs + 0.0051 <= seconds) <= stream.ready_frames() <= np.sum(needs - 0.0051 <= seconds), seconds

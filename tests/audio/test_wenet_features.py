@@ -51,8 +51,17 @@ def test_fbank_matches_kaldi(speech):
     """Against transformers' numpy port of torchaudio's kaldi.fbank (torchaudio isn't installed)."""
     ours = kaldi_fbank(speech)
     kaldi = spectrogram(
-        speech * 32768, window_function(400, "povey", periodic=False), frame_length=400, hop_length=160, fft_length=512,
-        power=2.0, center=False, preemphasis=0.97, remove_dc_offset=True, log_mel="log", mel_floor=np.finfo(np.float32).eps,
+        speech * 32768,
+        window_function(400, "povey", periodic=False),
+        frame_length=400,
+        hop_length=160,
+        fft_length=512,
+        power=2.0,
+        center=False,
+        preemphasis=0.97,
+        remove_dc_offset=True,
+        log_mel="log",
+        mel_floor=np.finfo(np.float32).eps,
         mel_filters=mel_filter_bank(257, 80, 20, 8000, 16000, norm=None, mel_scale="kaldi", triangularize_in_mel_space=True),
     ).T
     assert ours.shape == kaldi.shape == (1 + (len(speech) - 400) // 160, 80)

@@ -1,6 +1,13 @@
 import numpy as np
 
-from synctalk2d.face.crop import MODEL_SIZE, crop_boxes, crop_face, mask_lower_face, model_crop, raw_boxes
+from synctalk2d.face.crop import (
+    MODEL_SIZE,
+    crop_boxes,
+    crop_face,
+    mask_lower_face,
+    model_crop,
+    raw_boxes,
+)
 
 
 def test_box_geometry(talk_b_avatar):

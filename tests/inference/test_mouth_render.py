@@ -79,7 +79,12 @@ def test_default_train_and_infer_from_the_command_line(talk_b_avatar, tmp_path):
     assert (root / "checkpoints" / "mouth" / "best.safetensors").is_file() and not (root / "checkpoints" / "unet").exists()
     speech = write_speech(tmp_path / "hello.wav", seconds=2.0, silence_after=1.0)
     out = tmp_path / "hello.mp4"
-    rendered = subprocess.run([sys.executable, "-m", "synctalk2d", "infer", "--avatar", str(root), "--audio", str(speech), "-o", str(out)], capture_output=True, text=True, timeout=600)
+    rendered = subprocess.run(
+        [sys.executable, "-m", "synctalk2d", "infer", "--avatar", str(root), "--audio", str(speech), "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert rendered.returncode == 0, rendered.stderr
     with av.open(str(out)) as container:
         assert sum(1 for _ in container.decode(video=0)) == 75

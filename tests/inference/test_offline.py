@@ -1,6 +1,7 @@
 """`synctalk2d infer` for real: a briefly trained fixture avatar renders real speech."""
 
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -25,7 +26,16 @@ def run_cli(*args, timeout=600):
 def read_video(path):
     with av.open(str(path)) as c:
         video, audio = c.streams.video[0], c.streams.audio[0]
-        meta = (video.codec_context.name, video.codec_context.pix_fmt, video.average_rate, video.width, video.height, audio.codec_context.name, audio.rate, audio.channels)
+        meta = (
+            video.codec_context.name,
+            video.codec_context.pix_fmt,
+            video.average_rate,
+            video.width,
+            video.height,
+            audio.codec_context.name,
+            audio.rate,
+            audio.channels,
+        )
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     return meta, frames
 
@@ -144,6 +154,25 @@ def test_onnx_export_and_backend(trained_avatar, tmp_path):
     assert psnr(swapped, torch_frames) < 35
 
 
+def test_int8_from_the_cli(trained_avatar, tmp_path):
+    """int8 implies onnxruntime, calibrates on the avatar's own frames and is checked against
+    fp32 at load: one line says what runs and the PSNR measured (fp32 when int8 fails it)."""
+    root = tmp_path / "avatar"
+    shutil.copytree(trained_avatar.root, root)
+    audio = write_speech(tmp_path / "speech.wav", 0.5)
+    result = run_cli("infer", "--avatar", root, "--audio", audio, "-o", tmp_path / "out.mp4", "--precision", "int8")
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^U-Net on onnx (int8|fp32) \(cpu\): .*\d dB PSNR from fp32", result.stderr, re.M), result.stderr
+    assert sorted(p.name for p in root.iterdir()) == sorted(p.name for p in trained_avatar.root.iterdir()), "nothing written into the avatar"
+
+
+def test_refused_precision_says_why(trained_avatar, tmp_path):
+    audio = write_speech(tmp_path / "speech.wav", 0.5)
+    result = run_cli("infer", "--avatar", trained_avatar.root, "--audio", audio, "-o", tmp_path / "out.mp4", "--backend", "torch", "--precision", "int8")
+    assert result.returncode == 1
+    assert result.stderr.strip() == "synctalk2d: error: int8 runs on onnxruntime only: use --backend onnx (or auto) with --precision int8"
+
+
 @pytest.fixture(scope="module")
 def other_avatar(trained_avatar, tmp_path_factory):
     """A second avatar (re-preprocessed, so a new identity) given the first one's checkpoints."""
@@ -183,6 +212,6 @@ def test_bad_input_gives_one_clear_line(trained_avatar, other_avatar, tmp_path, 
         shutil.copytree(trained_avatar.root / "checkpoints", avatar / "checkpoints")
     result = run_cli("infer", "--avatar", avatar, "--audio", audio, "-o", tmp_path / "out.mp4", *FAST)
     assert result.returncode == 1
-    lines = result.stderr.strip().splitlines()
+    lines = [line for line in result.stderr.strip().splitlines() if not line.startswith("U-Net on ")]  # the load line
     assert len(lines) == 1 and message in lines[0], result.stderr
     assert not (tmp_path / "out.mp4").exists()

@@ -15,10 +15,17 @@ import torch
 from torch import nn
 
 from conftest import fixture_path
+from synctalk2d.device import cpu_has_fast_bf16
+from synctalk2d.errors import UserError
 from synctalk2d.face.crop import mask_lower_face
 from synctalk2d.inference import runtime
-from synctalk2d.device import cpu_has_fast_bf16
-from synctalk2d.inference.runtime import MIN_PSNR_DB, UNetRunner, export_onnx, fidelity_psnr, fold_batchnorm
+from synctalk2d.inference.runtime import (
+    MIN_PSNR_DB,
+    UNetRunner,
+    export_onnx,
+    fidelity_psnr,
+    fold_batchnorm,
+)
 from synctalk2d.models.unet import UNet, UNetConfig
 
 
@@ -106,7 +113,7 @@ def test_onnx_int8_within_40db(unet, inputs):
 
 
 def test_int8_needs_calibration_samples(unet):
-    with pytest.raises(ValueError, match="calibration"):
+    with pytest.raises(UserError, match="calibration"):
         UNetRunner.from_model(unet, backend="onnx", precision="int8")
 
 
@@ -114,10 +121,22 @@ def test_below_40db_falls_back_to_fp32(unet, inputs, monkeypatch):
     monkeypatch.setattr(runtime, "MIN_PSNR_DB", 1000.0)
     runner = UNetRunner.from_model(unet, backend="torch", precision="bf16", compile=False, samples=inputs)
     assert runner.precision == "fp32"
+    assert runner.rejected[0] == "bf16" and "below the 1000 dB rule, so fp32 is used" in runner.summary
 
 
-def test_unknown_choices_are_rejected(unet):
-    with pytest.raises(ValueError, match="backend"):
+def test_checked_precision_reports_its_psnr(unet, inputs):
+    runner = UNetRunner.from_model(unet, backend="torch", precision="bf16", compile=False, samples=inputs)
+    assert runner.psnr_db is not None and f"{runner.psnr_db:.1f} dB PSNR from fp32" in runner.summary
+
+
+def test_int8_implies_onnx():
+    assert runtime.resolve("auto", "int8", torch.device("cpu")) == ("onnx", "int8")
+
+
+def test_unknown_choices_are_rejected_in_words(unet):
+    with pytest.raises(UserError, match="unknown backend 'tensorrt'; expected one of auto, torch, onnx"):
         UNetRunner.from_model(unet, backend="tensorrt")
-    with pytest.raises(ValueError, match="int8"):
+    with pytest.raises(UserError, match="int8 runs on onnxruntime only: use --backend onnx"):
         UNetRunner.from_model(unet, backend="torch", precision="int8")
+    with pytest.raises(UserError, match="onnxruntime has no bf16"):
+        UNetRunner.from_model(unet, backend="onnx", precision="bf16")

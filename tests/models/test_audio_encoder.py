@@ -49,7 +49,11 @@ def test_mismatched_checkpoints_are_one_clear_error(tmp_path):
     wav2lip["11.conv_block.0.weight"] = torch.zeros(256, 256, 3, 3)
     path = tmp_path / "lipsync_expert.pth"
     torch.save(wav2lip, path)
-    with pytest.raises(UserError, match=r"lipsync_expert.pth does not hold an AVE audio encoder .*wrong shape \(first: 11.conv_block.0.weight is \[256, 256, 3, 3\], expected \[512, 256, 3, 3\]\)"):
+    with pytest.raises(
+        UserError,
+        match=r"lipsync_expert.pth does not hold an AVE audio encoder .*wrong shape "
+        r"\(first: 11.conv_block.0.weight is \[256, 256, 3, 3\], expected \[512, 256, 3, 3\]\)",
+    ):
         load_audio_encoder_weights(encoder, path)
 
     faces_only = tmp_path / "faces.pth"

@@ -4,7 +4,13 @@ import pytest
 import torch
 
 from synctalk2d.errors import UserError
-from synctalk2d.models.checkpoint import load_checkpoint, load_audio_encoder, load_syncnet, load_unet, save_checkpoint
+from synctalk2d.models.checkpoint import (
+    load_audio_encoder,
+    load_checkpoint,
+    load_syncnet,
+    load_unet,
+    save_checkpoint,
+)
 
 
 def _trained_toy() -> tuple[torch.nn.Module, torch.optim.Optimizer]:

@@ -2,7 +2,12 @@ import pytest
 import torch
 
 from synctalk2d.errors import UserError
-from synctalk2d.models.perceptual import VGG19_FILE, PerceptualLoss, load_vgg19, vgg19_features
+from synctalk2d.models.perceptual import (
+    VGG19_FILE,
+    PerceptualLoss,
+    load_vgg19,
+    vgg19_features,
+)
 
 
 def _torchvision_layout(vgg: torch.nn.Sequential) -> dict[str, torch.Tensor]:
@@ -22,7 +27,7 @@ def test_torchvision_state_dict_loads_from_a_path_and_from_the_hub_cache(tmp_pat
     for loaded in (load_vgg19(path), None):
         if loaded is None:  # the same file found in the (monkeypatched) torch hub cache
             hub = tmp_path / "hub"
-            monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
+            monkeypatch.setattr(torch.hub, "get_dir", lambda hub=hub: str(hub))
             assert load_vgg19() is None, "nothing in the cache yet"
             (hub / "checkpoints").mkdir(parents=True)
             path.rename(hub / "checkpoints" / VGG19_FILE)

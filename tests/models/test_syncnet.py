@@ -2,19 +2,26 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from synctalk2d.models.syncnet import SyncNet, SyncNetConfig, Wav2LipSyncNet, sync_loss, sync_probability
-from synctalk2d.models.unet import AUDIO_WINDOW_SHAPES
+from synctalk2d.audio.windows import WINDOW_SHAPES
+from synctalk2d.errors import UserError
+from synctalk2d.models.syncnet import (
+    SyncNet,
+    SyncNetConfig,
+    Wav2LipSyncNet,
+    sync_loss,
+    sync_probability,
+)
 
 
 def _unit(embeddings):
     return torch.allclose(embeddings.norm(dim=1), torch.ones(len(embeddings)), atol=1e-5)
 
 
-@pytest.mark.parametrize("feature_type", list(AUDIO_WINDOW_SHAPES))
+@pytest.mark.parametrize("feature_type", list(WINDOW_SHAPES))
 def test_syncnet_embeds_crop_and_window_as_512_unit_vectors(feature_type):
     model = SyncNet(SyncNetConfig(feature_type)).eval()
     with torch.no_grad():
-        audio, face = model(torch.rand(1, 3, *SyncNet.FACE_SIZE), torch.randn(1, *AUDIO_WINDOW_SHAPES[feature_type]))
+        audio, face = model(torch.rand(1, 3, *SyncNet.FACE_SIZE), torch.randn(1, *WINDOW_SHAPES[feature_type]))
     assert audio.shape == face.shape == (1, 512) and _unit(audio) and _unit(face)
 
 
@@ -29,7 +36,7 @@ def test_frozen_syncnet_passes_gradient_to_the_face_and_trains_both_towers():
     torch.manual_seed(0)
     model = SyncNet().train()
     face = torch.rand(2, 3, 320, 320, requires_grad=True)
-    audio = torch.randn(2, *AUDIO_WINDOW_SHAPES["ave"], requires_grad=True)
+    audio = torch.randn(2, *WINDOW_SHAPES["ave"], requires_grad=True)
     loss, probability = sync_loss(*model(face, audio), torch.tensor([1.0, 0.0]))
     loss.backward()
     assert probability.shape == (2,) and 0 <= probability.min() and probability.max() <= 1
@@ -60,5 +67,5 @@ def test_sync_loss_runs_under_autocast():
 def test_config_round_trip_and_clear_error():
     config = SyncNetConfig("wenet")
     assert SyncNetConfig.from_dict(config.to_dict()) == config == SyncNet(config).config
-    with pytest.raises(ValueError, match="unknown feature type 'mfcc'"):
+    with pytest.raises(UserError, match="unknown feature type 'mfcc'"):
         SyncNetConfig("mfcc")

@@ -1,7 +1,9 @@
 import pytest
 import torch
 
-from synctalk2d.models.unet import AUDIO_WINDOW_SHAPES, WIDTHS, UNet, UNetConfig
+from synctalk2d.audio.windows import WINDOW_SHAPES
+from synctalk2d.errors import UserError
+from synctalk2d.models.unet import WIDTHS, UNet, UNetConfig
 
 
 def test_default_unet_has_the_reference_parameter_count():
@@ -11,12 +13,12 @@ def test_default_unet_has_the_reference_parameter_count():
 
 
 @pytest.mark.parametrize("width", list(WIDTHS))
-@pytest.mark.parametrize("feature_type", list(AUDIO_WINDOW_SHAPES))
+@pytest.mark.parametrize("feature_type", list(WINDOW_SHAPES))
 def test_output_is_a_320_crop_in_0_1(feature_type, width):
     torch.manual_seed(0)
     model = UNet(UNetConfig(feature_type, width)).eval()
     with torch.no_grad():
-        out = model(torch.rand(1, 6, 320, 320), torch.randn(1, *AUDIO_WINDOW_SHAPES[feature_type]))
+        out = model(torch.rand(1, 6, 320, 320), torch.randn(1, *WINDOW_SHAPES[feature_type]))
     assert out.shape == (1, 3, 320, 320)
     assert out.min() > 0 and out.max() < 1
 
@@ -25,7 +27,7 @@ def test_gradient_reaches_image_and_audio():
     torch.manual_seed(0)
     model = UNet(UNetConfig("ave", "mobile")).train()
     image = torch.rand(1, 6, 320, 320, requires_grad=True)
-    audio = torch.randn(1, *AUDIO_WINDOW_SHAPES["ave"], requires_grad=True)
+    audio = torch.randn(1, *WINDOW_SHAPES["ave"], requires_grad=True)
     model(image, audio).mean().backward()
     assert image.grad.abs().sum() > 0 and audio.grad.abs().sum() > 0
     assert all(p.grad is not None for p in model.parameters())
@@ -35,7 +37,7 @@ def test_config_round_trip_and_clear_errors():
     config = UNetConfig("hubert", "mobile")
     assert UNetConfig.from_dict(config.to_dict()) == config
     assert config.to_dict() == {"feature_type": "hubert", "width": "mobile"}
-    with pytest.raises(ValueError, match="unknown feature type 'whisper'; expected one of ave, hubert, wenet"):
+    with pytest.raises(UserError, match="unknown feature type 'whisper'; expected one of ave, hubert, wenet"):
         UNetConfig(feature_type="whisper")
-    with pytest.raises(ValueError, match="unknown width 'tiny'"):
+    with pytest.raises(UserError, match="unknown width 'tiny'"):
         UNetConfig(width="tiny")

@@ -11,8 +11,16 @@ import pytest
 pytestmark = pytest.mark.slow
 CHROMIUM = "/usr/bin/chromium"  # Debian's package (`make browser`); Playwright's own download needs the internet
 # no background services: the sandbox refuses their connections
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required"]
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+]
 SCREENSHOT = Path(os.environ.get("SYNCTALK2D_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts")) / "web_page.png"
 
 

@@ -17,7 +17,14 @@ import torch
 from safetensors.torch import load_file
 
 from synctalk2d.audio.ave import ave_features
-from synctalk2d.models.checkpoint import load_audio_encoder, load_checkpoint, load_syncnet, load_unet, save_checkpoint, trained_stem
+from synctalk2d.models.checkpoint import (
+    load_audio_encoder,
+    load_checkpoint,
+    load_syncnet,
+    load_unet,
+    save_checkpoint,
+    trained_stem,
+)
 from synctalk2d.training.data import to_device
 from synctalk2d.training.train import build_config, train
 
