@@ -9,6 +9,8 @@ import av
 import numpy as np
 import pytest
 
+pytest_plugins = ["tests.serving.fixtures"]  # the live server, shared by the serving tests
+
 FIXTURES = Path(os.environ.get("SYNCTALK2D_FIXTURES", Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"))
 
 

@@ -19,7 +19,7 @@ from synctalk2d.media.audio import load_audio
 from synctalk2d.serving.app import ServerSettings, create_app
 from synctalk2d.serving.live import OUTBOX_FRAMES, Outbox
 from tests.conftest import decode_rgb, fixture_path, write_speech
-from tests.serving.conftest import Server
+from tests.serving.fixtures import Server
 
 pytestmark = pytest.mark.slow
 

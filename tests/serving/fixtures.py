@@ -1,4 +1,4 @@
-"""A real `synctalk2d serve` (uvicorn in a thread) on a free port, for WebSocket and browser tests."""
+"""Serving fixtures (loaded by tests/conftest.py): a real `synctalk2d serve` (uvicorn in a thread) on a free port, for WebSocket and browser tests."""
 
 from __future__ import annotations
 
