@@ -32,7 +32,7 @@ from synctalk2d.audio.mel import melspectrogram
 from synctalk2d.avatar import CROP_SIZE, FORMAT_VERSION, FPS, Avatar, AvatarInfo
 from synctalk2d.errors import UserError
 from synctalk2d.face.crop import crop_boxes, crop_face
-from synctalk2d.face.landmarks import LANDMARK_MODEL, FaceTracker, fill_missing, smooth
+from synctalk2d.face.landmarks import FaceTracker, LandmarkDetector, fill_missing, smooth
 from synctalk2d.media.audio import SAMPLE_RATE, fit_length, load_audio, write_wav
 from synctalk2d.media.video import VideoInfo, iter_frames, probe_video, video_start_time
 from synctalk2d.progress import progress_bar
@@ -58,9 +58,11 @@ def preprocess(
     audio: str | Path | None = None,
     force: bool = False,
     show_progress: bool = True,
+    detector: LandmarkDetector | None = None,
 ) -> PreprocessSummary:
     """Build the avatar at ``avatar_dir`` from ``video`` (and ``audio``, which wins over the
-    video's own track). Raises `UserError` for any input a user must fix."""
+    video's own track), finding landmarks with ``detector`` (default: dlib's, `FaceTracker`).
+    Raises `UserError` for any input a user must fix."""
     started = time.perf_counter()
     video, root = Path(video), Path(avatar_dir)
     _check_destination(root, force)
@@ -75,7 +77,8 @@ def preprocess(
     shutil.rmtree(work, ignore_errors=True)  # a previous run that was killed: start again
     (work / "frames").mkdir(parents=True)
     try:
-        num_frames, face_share = _build(video, Avatar(work), info, samples, audio_offset, show_progress)
+        detector = detector or FaceTracker()
+        num_frames, face_share = _build(video, Avatar(work), info, samples, audio_offset, show_progress, detector)
         Avatar(work).write_info(
             AvatarInfo(
                 format_version=FORMAT_VERSION,
@@ -85,7 +88,7 @@ def preprocess(
                 height=info.height,
                 source=video.name,
                 audio_source=Path(audio).name if audio else video.name,
-                landmark_model=LANDMARK_MODEL,
+                landmark_model=detector.name,
                 created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 tool_version=__version__,
                 face_detected_share=round(face_share, 4),
@@ -98,11 +101,13 @@ def preprocess(
     return PreprocessSummary(root, num_frames, num_frames / FPS, face_share, time.perf_counter() - started)
 
 
-def _build(video: Path, avatar: Avatar, info: VideoInfo, samples: np.ndarray, audio_offset: int, show_progress: bool) -> tuple[int, float]:
+def _build(
+    video: Path, avatar: Avatar, info: VideoInfo, samples: np.ndarray, audio_offset: int, show_progress: bool, detector: LandmarkDetector
+) -> tuple[int, float]:
     """Everything but ``avatar.json``: frames, landmarks, boxes, crops, audio, mel."""
     expected = info.expected_frames(FPS)
     with progress_bar(show_progress) as bar:
-        landmarks, found = _track_and_write_frames(video, avatar, expected, bar)
+        landmarks, found = _track_and_write_frames(video, avatar, expected, bar, detector)
         num_frames = len(landmarks)
         if expected and num_frames < 0.9 * expected:
             raise UserError(f"{video} is truncated or corrupt: decoded {num_frames} of {expected} frames")
@@ -147,7 +152,7 @@ def _load_aligned_audio(video: Path, audio: str | Path | None) -> tuple[np.ndarr
     return samples, round((video_start_time(video) - audio_start) * SAMPLE_RATE)
 
 
-def _track_and_write_frames(video: Path, avatar: Avatar, expected: int, bar) -> tuple[np.ndarray, np.ndarray]:
+def _track_and_write_frames(video: Path, avatar: Avatar, expected: int, bar, detector: LandmarkDetector) -> tuple[np.ndarray, np.ndarray]:
     """Pass 1: decode (thread) -> landmarks (here) -> JPEG files (pool), overlapped."""
     frames: queue.Queue = queue.Queue(maxsize=16)
     failure: list[BaseException] = []
@@ -161,7 +166,6 @@ def _track_and_write_frames(video: Path, avatar: Avatar, expected: int, bar) -> 
         finally:
             frames.put(None)
 
-    tracker = FaceTracker()
     points, found, pending = [], [], []
     task = bar.add_task("frames + landmarks", total=expected or None)
     threading.Thread(target=decode, daemon=True, name="decode").start()
@@ -169,7 +173,7 @@ def _track_and_write_frames(video: Path, avatar: Avatar, expected: int, bar) -> 
         while (image := frames.get()) is not None:
             index = len(points)
             pending.append(pool.submit(_write_jpeg, avatar.frame_path(index), image))
-            face = tracker(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
+            face = detector(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
             found.append(face is not None)
             points.append(face if face is not None else np.zeros((68, 2), np.float32))
             bar.update(task, advance=1)

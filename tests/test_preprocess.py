@@ -121,3 +121,26 @@ def test_bad_input_gives_one_clear_line(bad_inputs, tmp_path, video, message):
 def test_debug_shows_the_traceback(tmp_path):
     result = run_cli("preprocess", tmp_path / "missing.mp4", "--avatar", tmp_path / "a", "--debug")
     assert result.returncode != 0 and "Traceback" in result.stderr and "no such file" in result.stderr
+
+
+def test_another_landmark_detector_can_be_plugged_in(talk_b_avatar, tmp_path):
+    """The landmark model sits behind `LandmarkDetector`: preprocess uses the one it is given
+    for every frame and records its name (dlib's predictor has non-commercial terms)."""
+    from synctalk2d.face.landmarks import FaceTracker
+    from synctalk2d.preprocess import preprocess
+
+    class CountingTracker(FaceTracker):
+        name = "dlib 68-point, counted"
+
+        def __init__(self):
+            super().__init__()
+            self.calls = 0
+
+        def __call__(self, gray):
+            self.calls += 1
+            return super().__call__(gray)
+
+    detector = CountingTracker()
+    avatar = Avatar.open(preprocess(fixture_path("talk_b.mp4"), tmp_path / "plugged", show_progress=False, detector=detector).avatar)
+    assert detector.calls == len(avatar) and avatar.info.landmark_model == "dlib 68-point, counted"
+    np.testing.assert_allclose(avatar.landmarks(), talk_b_avatar.landmarks(), atol=1e-3)

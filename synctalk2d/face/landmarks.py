@@ -7,12 +7,17 @@ searched again. The 68-point shape predictor then runs on the full-resolution fr
 
 Smoothing is offline and zero-phase (Savitzky-Golay), so it removes detector jitter
 without the lag a causal filter would add to real head motion.
+
+Everything else in the package sees the detector only through `LandmarkDetector`, so
+another model can be plugged in (`preprocess(..., detector=...)`): dlib's 68-point
+predictor was trained on iBUG 300-W, whose terms exclude commercial use.
 """
 
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Protocol
 
 import cv2
 import dlib
@@ -39,8 +44,20 @@ def shape_predictor_path() -> Path:
     return path
 
 
+class LandmarkDetector(Protocol):
+    """What the pipeline needs from a landmark model, frame after frame of one video."""
+
+    name: str  # recorded in avatar.json
+
+    def __call__(self, gray: np.ndarray) -> np.ndarray | None:
+        """(68, 2) float32 iBUG-scheme points in ``gray``'s pixels, or None when no face is found."""
+        ...
+
+
 class FaceTracker:
     """Per-frame 68-point landmarks, searching near the previous face first."""
+
+    name = LANDMARK_MODEL
 
     def __init__(self) -> None:
         self.detector = dlib.get_frontal_face_detector()

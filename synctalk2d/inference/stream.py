@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from synctalk2d.audio.features import extract_features
 from synctalk2d.audio.windows import FRAMES_BEFORE, FRAMES_PER_WINDOW
 from synctalk2d.avatar import SAMPLES_PER_FRAME
 from synctalk2d.errors import UserError
@@ -92,13 +91,7 @@ class AudioWindows:
             return []
         first = max(0, self.taken - FRAMES_BEFORE - FEATURE_CONTEXT_FRAMES) // 5 * 5  # 5 frames = 16 mel frames: mel windows stay aligned
         stop = known if self.num_frames is not None else min(known + FEATURE_CONTEXT_FRAMES, len(self.samples) // SAMPLES_PER_FRAME)
-        features = extract_features(
-            self.lipsync.feature_type,
-            self.samples[first * SAMPLES_PER_FRAME : stop * SAMPLES_PER_FRAME],
-            stop - first,
-            device=self.lipsync.device,
-            **self.lipsync._feature_models,
-        )
+        features = self.lipsync.audio_features(self.samples[first * SAMPLES_PER_FRAME : stop * SAMPLES_PER_FRAME])
         padded = np.concatenate([np.repeat(features[:1], first, axis=0), features[: known - first]]) if first else features[:known]
         windows = self.lipsync.audio_windows(padded, np.arange(self.taken, ready))
         self.taken = ready

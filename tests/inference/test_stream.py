@@ -98,3 +98,21 @@ def test_audio_late_for_its_frame_holds_the_mouth_and_keeps_the_clock(lipsync):
     session.push(wav[8000:], now=1.0)
     session.end()
     assert session.next_frame(12).index == 12  # back on the utterance's clock, late frames skipped
+
+
+def test_audio_conditioned_stream_gives_the_windows_of_the_whole_file(trained_avatar):
+    """The U-Net path streams too: AVE features are local in time, so windows computed as
+    the audio arrives equal those `infer` computes from the whole file."""
+    from synctalk2d.inference.stream import AudioWindows
+
+    lipsync = LipSync(trained_avatar.root)
+    wav = speech(3.0)[:-200]
+    expected = lipsync.audio_windows(lipsync.audio_features(wav), np.arange(-(-len(wav) // 640)))
+    stream, got = AudioWindows(lipsync), []
+    for start in range(0, len(wav), 1600):  # 100 ms chunks
+        stream.push(wav[start : start + 1600])
+        got += stream.take()
+        assert len(got) <= max(0, int((start + 1600) / 16000 * 25) - 13)  # 7 future frames + the feature's context
+    stream.end()
+    got += stream.take()
+    np.testing.assert_allclose(np.stack(got), expected, atol=1e-4)

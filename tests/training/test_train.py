@@ -28,10 +28,10 @@ from synctalk2d.models.checkpoint import (
 from synctalk2d.training.data import to_device
 from synctalk2d.training.train import build_config, train
 
-STEPS = {"audio-encoder": 16, "syncnet": 48, "unet": 16}
+STEPS = {"audio-encoder": 16, "syncnet": 24, "unet": 16}
 BATCH = {"audio-encoder": 4, "syncnet": 16, "unet": 2}
-# The SyncNet needs batches of 16 (enough off-sync pairs) and 48 steps to fit sync on its
-# training frames reliably (`test_syncnet_learns_sync_on_its_training_frames`).
+# The SyncNet needs batches of 16 (enough off-sync pairs), and no augmentation, to fit sync
+# on its training frames reliably in 24 steps (`test_syncnet_learns_sync_on_its_training_frames`).
 # The audio encoder's loss stays at chance for its first steps at batch 4 (too few
 # negatives): `test_audio_encoder_loss_goes_down` trains it on batches of 16 instead.
 # The U-Net's full loss rises by design while its sync weight ramps up
@@ -47,8 +47,9 @@ def quick_config(root, **options):
         stage.max_steps = stage.max_steps or STEPS[name]
         stage.batch_size = BATCH[name]
         stage.log_every = 1
-        stage.eval_every = 16 if name == "syncnet" else 100  # syncnet: keep the best of 3
+        stage.eval_every = 8 if name == "syncnet" else 100  # syncnet: keep the best of 3
         stage.bn_samples = 16
+    config.syncnet.jitter = config.syncnet.flip = 0.0
     config.unet.image_every = 8
     return config
 
@@ -209,8 +210,9 @@ def test_syncnet_learns_sync_on_its_training_frames(trained):
 
     Not on the validation frames: 4 s of training video generalise to the 13 validation
     frames only by luck (kept best over 11 seeds, 24 steps: 0.46-0.78, 5 of them <= 0.52;
-    more steps overfit). On the training frames 24 steps reached 0.55-0.75, and 48 steps
-    0.80-0.82 on the 4 seeds lowest at 24; 0.7 leaves a margin for CPU non-determinism."""
+    more steps overfit). On the training frames 24 steps reached 0.55-0.75 with augmentation
+    and 48 steps 0.80-0.82; without augmentation (this config) 24 steps fit as well as 48
+    did with it. 0.7 leaves a margin for CPU non-determinism."""
     from synctalk2d.avatar import Avatar
     from synctalk2d.models.checkpoint import syncnet_of
     from synctalk2d.training.config import Splits
@@ -368,19 +370,22 @@ def test_pretrained_audio_encoder_weights_are_loaded(trained, tmp_path, talk_b_a
 
 def test_syncnet_at_chance_is_not_used_for_the_unet(trained, tmp_path, monkeypatch):
     """A SyncNet whose validation accuracy is near chance gives no sync loss (its gradient
-    would be noise), and the stage says so."""
+    would be noise), the stage says so, and the term is still logged."""
     root = _copy_without(trained[0], tmp_path, "unet")
     set_syncnet_record(root, accuracy=0.52)
     stage, log = unet_stage(root, monkeypatch)
     assert "only 52% of its validation frames" in log and "training without the sync loss" in log
     assert stage.sync_weight == 0 and stage.extra_config["syncnet"]["accuracy"] == 0.52
+    stage.step = stage.config.sync_warmup_steps  # past the ramp: only the gate keeps it off
+    batch = to_device([torch.stack(items) for items in zip(*(stage.train_set[i, (0, i)] for i in range(2)))], torch.device("cpu"))
+    loss, metrics = stage.loss(stage.model, batch)
+    assert metrics["sync_weight"] == 0 and metrics["sync"] > 0 and loss == metrics["l1"]
 
 
 def test_stage_that_never_beats_its_start_keeps_its_last_step_and_says_so(trained, tmp_path, monkeypatch):
     """At lr 0 no step can beat the untrained validation loss: ``best`` is then the last
     step, never step 0, the stage warns and records ``learned: false``, and the U-Net
-    trains without that SyncNet's sync loss (still logging the term)."""
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no_torch_home"))
+    stage does not use that SyncNet's sync loss."""
     root = _copy_without(trained[0], tmp_path, "syncnet", "unet")
     config = quick_config(root, stage="syncnet", max_steps=2)
     config.syncnet.lr, config.syncnet.batch_size, config.syncnet.eval_every = 0.0, 4, 1
@@ -390,10 +395,9 @@ def test_stage_that_never_beats_its_start_keeps_its_last_step_and_says_so(traine
     assert best["step"] == result.step == 2 and best["learned"] is False and state(root, "syncnet")["learned"] is False
     assert not result.learned and "did not learn" in result.summary()
 
-    (result,), log = train_logged(quick_config(root, stage="unet", max_steps=2))
+    stage, log = unet_stage(root, monkeypatch)
     assert "the SyncNet did not learn" in log and "training without the sync loss" in log
-    _, weights = scalars(root, "unet", "train/sync_weight")
-    assert weights == [0.0, 0.0] and result.train["sync"] > 0
+    assert stage.sync_weight == 0 and stage.extra_config["syncnet"]["learned"] is False
 
 
 def test_vgg_weights_add_the_perceptual_term(trained, tmp_path):
