@@ -208,3 +208,12 @@ def test_a_slow_client_loses_old_frames_not_events():
     frames = [item[2] for item in items if item[0] == "frame"]
     assert frames == list(range(20 - OUTBOX_FRAMES, 20)) and outbox.dropped == 20 - OUTBOX_FRAMES
     assert [item[1]["n"] for item in items if item[0] == "event"] == [0, 5, 10, 15]
+
+
+def test_serve_refuses_a_missing_avatar_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "synctalk2d", "serve", "--avatar", str(tmp_path / "nowhere")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("synctalk2d: error:") and "nowhere" in result.stderr
