@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from synctalk2d.audio.speech_features import LOOKAHEAD_SECONDS
 from synctalk2d.audio.windows import FRAMES_BEFORE, FRAMES_PER_WINDOW
-from synctalk2d.avatar import SAMPLES_PER_FRAME
+from synctalk2d.avatar import FPS, SAMPLES_PER_FRAME
 from synctalk2d.errors import UserError
 from synctalk2d.inference.lipsync import LipSync
 from synctalk2d.inference.schedule import PingPong
@@ -85,7 +86,7 @@ class AudioWindows:
         if self.num_frames is not None:
             known, ready = self.num_frames, self.num_frames
         else:  # features whose audio has fully arrived, and frames whose whole window they cover
-            known = int((len(self.samples) / SAMPLE_RATE - AUDIO_CONTEXT_SECONDS) * 25)
+            known = int((len(self.samples) / SAMPLE_RATE - AUDIO_CONTEXT_SECONDS) * FPS)
             ready = known - (FRAMES_PER_WINDOW - FRAMES_BEFORE - 1)
         if ready <= self.taken or known < 1:
             return []
@@ -96,6 +97,13 @@ class AudioWindows:
         windows = self.lipsync.audio_windows(padded, np.arange(self.taken, ready))
         self.taken = ready
         return list(windows)
+
+
+def lookahead_seconds(lipsync: LipSync) -> float:
+    """Audio past a frame's time that its conditioning needs before it can be drawn."""
+    if lipsync.conditioning == "mouth":
+        return LOOKAHEAD_SECONDS
+    return (FRAMES_PER_WINDOW - FRAMES_BEFORE - 1) / FPS + AUDIO_CONTEXT_SECONDS
 
 
 def conditioning_stream(lipsync: LipSync) -> MouthReferences | AudioWindows:

@@ -3,7 +3,7 @@
 Shapes are predicted as a few coefficients of a PCA basis of lip-shape *changes* (the
 deviation of a frame's lips from the speaker's mean shape, see `face.lip_shape`): the
 first components are opening and width, which is what speech moves. The network is a
-small 1-D convolution stack over the per-utterance normalised mel window of
+small 1-D convolution stack over the band-normalised mel window of
 `audio.speech_features`, so it is speaker- and microphone-independent by construction
 and runs in well under a millisecond per frame on a CPU. The basis and its mean travel
 with the weights, so a checkpoint alone turns audio into lip coordinates.

@@ -30,11 +30,10 @@ import cv2
 import numpy as np
 from fastapi import WebSocket, WebSocketDisconnect
 
-from synctalk2d.audio.speech_features import LOOKAHEAD_SECONDS
 from synctalk2d.avatar import FPS
 from synctalk2d.errors import UserError
 from synctalk2d.inference.lipsync import LipSync
-from synctalk2d.inference.stream import LiveFrame, LiveSession
+from synctalk2d.inference.stream import LiveFrame, LiveSession, lookahead_seconds
 from synctalk2d.media.audio import SAMPLE_RATE
 
 FRAME_SECONDS = 1 / FPS
@@ -91,7 +90,6 @@ async def stream(websocket: WebSocket, lipsync: LipSync, executor: Executor, wid
     """Serve one accepted connection until the client leaves or fails."""
     session = await asyncio.get_running_loop().run_in_executor(executor, LiveSession, lipsync, width)
     frame_width, frame_height = session.size
-    lookahead = LOOKAHEAD_SECONDS if lipsync.conditioning == "mouth" else None
     await websocket.send_text(
         json.dumps(
             {
@@ -101,7 +99,7 @@ async def stream(websocket: WebSocket, lipsync: LipSync, executor: Executor, wid
                 "height": frame_height,
                 "sample_rate": SAMPLE_RATE,
                 "conditioning": lipsync.conditioning,
-                "lookahead_ms": None if lookahead is None else round(1000 * lookahead),
+                "lookahead_ms": round(1000 * lookahead_seconds(lipsync)),
             }
         )
     )

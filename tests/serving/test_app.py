@@ -63,6 +63,11 @@ def test_job_life_cycle(client, tmp_path):
     (tmp_path / "out.mp4").write_bytes(video.content)
     wav, _ = load_audio(audio)
     assert len(decode_rgb(tmp_path / "out.mp4")) == int(np.ceil(len(wav) / 640))
+    # past the retention time the job and its files are gone
+    jobs = client.app.state.jobs
+    directory = jobs.get(job_id).directory
+    assert jobs.clean(now=time.time() + jobs.retention + 1) >= 1
+    assert not directory.exists() and client.get(f"/v1/videos/{job_id}").status_code == 404
 
 
 def test_bad_uploads_are_refused_with_a_json_reason(client, tmp_path):
