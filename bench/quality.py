@@ -31,11 +31,14 @@ import torch
 from synctalk2d.avatar import Avatar
 from synctalk2d.evaluation.evaluate import evaluate
 from synctalk2d.models.checkpoint import save_checkpoint
+from synctalk2d.models.mouth import MouthModel
 from synctalk2d.training.config import MouthStageConfig
 from synctalk2d.training.mouth import (
     Clip,
     adapt,
     aperture_r,
+    choose,
+    load_mouth_model,
     pool_clips,
     speaker_scale,
     train_prior,
@@ -65,11 +68,21 @@ def tail_split(clip: Clip) -> tuple[Clip, Clip]:
     return part(slice(0, cut)), part(slice(cut, None))
 
 
-def score_mouth_model(clips: list[Clip]) -> dict:
+def cached_prior_without(clips: list[Clip], held_out: str, workdir: Path) -> MouthModel:
+    """The leave-one-speaker-out prior, trained once per work directory."""
+    stem = workdir / "priors" / f"loso_without_{held_out}"
+    if stem.with_suffix(".safetensors").is_file():
+        return load_mouth_model(stem)[0]
+    prior = prior_without(clips, held_out)
+    save_checkpoint(stem, prior, {"kind": "mouth", "model": prior.config.to_dict()}, state={"held_out_speaker": held_out})
+    return prior
+
+
+def score_mouth_model(clips: list[Clip], workdir: Path) -> dict:
     stage = MouthStageConfig()
     per_clip = {}
     for held_out in sorted({speaker(c.name) for c in clips}):
-        prior = prior_without(clips, held_out)
+        prior = cached_prior_without(clips, held_out, workdir)
         for clip in (c for c in clips if speaker(c.name) == held_out):
             head, tail = tail_split(clip)
             mean = head.shapes.mean(axis=0)
@@ -77,10 +90,13 @@ def score_mouth_model(clips: list[Clip]) -> dict:
             prior_r = aperture_r(own, clip, clip.shapes.mean(axis=0))
             own.scale.copy_(speaker_scale(own, head.shapes, mean))  # what stage `mouth` does first
             adapted, _ = adapt(own, head, mean, stage)
+            chosen = choose(own, head, mean, stage)  # what stage `mouth` keeps
             per_clip[clip.name] = {
                 "prior_r": prior_r,
                 "tail_prior_r": aperture_r(own, tail, mean),
                 "tail_adapted_r": aperture_r(adapted, tail, mean),
+                "tail_stage_r": aperture_r(chosen.model, tail, mean),
+                "stage_kept_adapted": chosen.learned,
             }
     column = lambda key: float(np.mean([v[key] for v in per_clip.values()]))  # noqa: E731
     return {
@@ -90,6 +106,8 @@ def score_mouth_model(clips: list[Clip]) -> dict:
         "median_r": float(np.median([v["prior_r"] for v in per_clip.values()])),
         "tail_mean_r_prior": column("tail_prior_r"),
         "tail_mean_r_adapted": column("tail_adapted_r"),
+        "tail_mean_r_stage": column("tail_stage_r"),
+        "stage_kept_adapted": sum(v["stage_kept_adapted"] for v in per_clip.values()),
         "per_clip": per_clip,
     }
 
@@ -190,7 +208,7 @@ def main() -> None:
         "pool_frames": int(sum(len(c.shapes) for c in clips)),
     }
     if not args.skip_mouth:
-        result["mouth_model"] = score_mouth_model(clips)
+        result["mouth_model"] = score_mouth_model(clips, args.workdir)
     if not args.skip_render:
         result["rendered"] = score_rendered(clips, args.workdir, args.minutes)
     result["seconds"] = time.monotonic() - started

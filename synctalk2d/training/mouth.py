@@ -248,15 +248,41 @@ def adapt(prior: MouthModel, clip: Clip, mean_shape: np.ndarray, stage: MouthSta
     return adapted, loss
 
 
+@dataclass
+class Choice:
+    model: MouthModel  # the adapted model if it won, else the prior
+    learned: bool  # adaptation won
+    prior_r: float  # cross-validated mouth-opening r of the prior
+    adapted_r: float  # ... and of adaptation
+    loss: float | None  # the adapted model's last training loss
+
+
+def choose(prior: MouthModel, clip: Clip, mean_shape: np.ndarray, stage: MouthStageConfig, show_progress: bool = False) -> Choice:
+    """Adaptation on ``clip`` if it beats the prior, decided by cross-validation.
+
+    A short recording's validation block is a second or two, too little to decide on, so
+    ``clip`` is cut into `CV_FOLDS` contiguous blocks, each scored by a model adapted on the
+    others; the model kept is then adapted on all of them."""
+    edges = np.linspace(0, len(clip.shapes), CV_FOLDS + 1).astype(int)
+    prior_rs, adapted_rs = [], []
+    for a, b in zip(edges[:-1], edges[1:]):
+        keep = np.r_[0:a, b : len(clip.shapes)]
+        block = Clip(clip.name, clip.windows[a:b], clip.shapes[a:b], clip.speech[a:b])
+        rest = Clip(clip.name, clip.windows[keep], clip.shapes[keep], clip.speech[keep])
+        prior_rs.append(aperture_r(prior, block, mean_shape))
+        adapted_rs.append(aperture_r(adapt(prior, rest, mean_shape, stage)[0], block, mean_shape))
+    prior_r, adapted_r = float(np.mean(prior_rs)), float(np.mean(adapted_rs))
+    if adapted_r > prior_r:
+        model, loss = adapt(prior, clip, mean_shape, stage, show_progress)
+        return Choice(model, True, prior_r, adapted_r, loss)
+    return Choice(prior, False, prior_r, adapted_r, None)
+
+
 def run(avatar: Avatar, config, splits, runtime, seconds: float | None, show_progress: bool):
     """Adapt the prior to ``avatar``, keeping the adapted model only if it predicts the
     mouth opening of unseen stretches of the avatar better than the prior does, and save
-    it with the avatar's mean and rest lip shapes.
-
-    A short recording's validation block is a second or two, too little to decide on, so
-    the decision is cross-validated: the frames before the held-out tail are cut into
-    `CV_FOLDS` contiguous blocks, each scored by a model adapted on the others; the model
-    kept is then adapted on all of them."""
+    it with the avatar's mean and rest lip shapes (`choose`: cross-validated on the frames
+    before the held-out tail)."""
     from synctalk2d.models.checkpoint import stage_dir
     from synctalk2d.training.loop import StageResult
 
@@ -269,17 +295,8 @@ def run(avatar: Avatar, config, splits, runtime, seconds: float | None, show_pro
     rest_shape = rest_shape_of(whole)
     prior.scale.copy_(speaker_scale(prior, whole.shapes, mean_shape))  # this person's amount of movement
 
-    edges = np.linspace(0, len(whole.shapes), CV_FOLDS + 1).astype(int)
-    prior_rs, adapted_rs = [], []
-    for a, b in zip(edges[:-1], edges[1:]):
-        keep = np.r_[0:a, b : len(whole.shapes)]
-        block = Clip(whole.name, whole.windows[a:b], whole.shapes[a:b], whole.speech[a:b])
-        rest = Clip(whole.name, whole.windows[keep], whole.shapes[keep], whole.speech[keep])
-        prior_rs.append(aperture_r(prior, block, mean_shape))
-        adapted_rs.append(aperture_r(adapt(prior, rest, mean_shape, stage)[0], block, mean_shape))
-    prior_r, adapted_r = float(np.mean(prior_rs)), float(np.mean(adapted_rs))
-    learned = adapted_r > prior_r
-    model, loss = adapt(prior, whole, mean_shape, stage, show_progress) if learned else (prior, None)
+    choice = choose(prior, whole, mean_shape, stage, show_progress)
+    model, loss, learned, prior_r, adapted_r = choice.model, choice.loss, choice.learned, choice.prior_r, choice.adapted_r
     if not learned:
         console.print(
             f"[yellow]mouth: adapting to this avatar did not beat the prior on unseen stretches of it "
