@@ -222,3 +222,19 @@ def test_serve_refuses_a_missing_avatar_in_one_line(tmp_path):
     result = subprocess.run([sys.executable, "-m", "synctalk2d", "serve", "--avatar", str(tmp_path / "nowhere")], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("synctalk2d: error:") and "nowhere" in result.stderr
+
+
+def test_a_client_that_stops_reading_is_disconnected_and_freed(live_server, monkeypatch):
+    """A client that stays connected but reads nothing: once the socket buffers are full the
+    server's sends block, and after `SEND_TIMEOUT` it gives the session up."""
+    from synctalk2d.serving import live
+
+    monkeypatch.setattr(live, "SEND_TIMEOUT", 1.0)
+    health = lambda: json.loads(urllib.request.urlopen(live_server.url("/healthz")).read())  # noqa: E731
+    with connect(live_server.url("/v1/stream", "ws"), max_queue=1) as ws:  # full-size frames fill the buffers fast
+        json.loads(ws.recv())
+        assert health()["live_sessions"] == 1
+        deadline = time.time() + 30
+        while health()["live_sessions"] and time.time() < deadline:
+            time.sleep(0.5)
+        assert health()["live_sessions"] == 0
