@@ -54,7 +54,7 @@ def frame_windows(mel: np.ndarray, num_frames: int, first: int = 0) -> np.ndarra
     return mel[index]
 
 
-class _Buffer:
+class GrowingArray:
     """A growing float array with amortised O(1) appends."""
 
     def __init__(self, width: int | None = None):
@@ -85,10 +85,10 @@ class SpeechFeatureStream:
         weight = PRIOR_SECONDS * MEL_FPS
         self._prior = (weight, weight * prior_mean.astype(np.float64), weight * (prior_std.astype(np.float64) ** 2 + prior_mean.astype(np.float64) ** 2))
         self._sum, self._squares, self._count = self._prior[1].copy(), self._prior[2].copy(), self._prior[0]
-        self.samples = _Buffer()  # raw audio, for the voice-activity rule
-        self._emphasised = _Buffer()  # pre-emphasised, with half an STFT window of zeros in front
+        self.samples = GrowingArray()  # raw audio, for the voice-activity rule
+        self._emphasised = GrowingArray()  # pre-emphasised, with half an STFT window of zeros in front
         self._emphasised.append(np.zeros(_HALF_STFT, np.float32))
-        self._mel = _Buffer(N_MELS)  # normalised
+        self._mel = GrowingArray(N_MELS)  # normalised
         self.frames_taken = 0
         self.num_frames: int | None = None  # known once the utterance has ended
 

@@ -22,13 +22,14 @@ the late frames are skipped when they come, so the video never drifts from the a
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from synctalk2d.audio.speech_features import LOOKAHEAD_SECONDS
+from synctalk2d.audio.speech_features import LOOKAHEAD_SECONDS, GrowingArray
 from synctalk2d.audio.windows import FRAMES_BEFORE, FRAMES_PER_WINDOW
 from synctalk2d.avatar import FPS, SAMPLES_PER_FRAME
 from synctalk2d.errors import UserError
@@ -71,16 +72,20 @@ class AudioWindows:
 
     def __init__(self, lipsync: LipSync):
         self.lipsync = lipsync
-        self.samples = np.zeros(0, np.float32)
+        self.audio = GrowingArray()
         self.num_frames: int | None = None
         self.taken = 0
 
     def push(self, samples: np.ndarray) -> None:
-        self.samples = np.concatenate([self.samples, np.asarray(samples, np.float32)])
+        self.audio.append(np.asarray(samples, np.float32))
 
     def end(self) -> None:
-        self.num_frames = -(-len(self.samples) // SAMPLES_PER_FRAME)
-        self.samples = np.concatenate([self.samples, np.zeros(self.num_frames * SAMPLES_PER_FRAME - len(self.samples), np.float32)])
+        self.num_frames = -(-self.audio.size // SAMPLES_PER_FRAME)
+        self.audio.append(np.zeros(self.num_frames * SAMPLES_PER_FRAME - self.audio.size, np.float32))
+
+    @property
+    def samples(self) -> np.ndarray:
+        return self.audio.view()
 
     def take(self) -> list[np.ndarray]:
         if self.num_frames is not None:
@@ -125,7 +130,8 @@ class Utterance:
     number: int
     conditioning: MouthReferences | AudioWindows
     received: int = 0  # samples
-    arrivals: list[tuple[int, float]] = field(default_factory=list)  # (samples received after a chunk, its arrival time)
+    received_after: list[int] = field(default_factory=list)  # samples received once each chunk had arrived
+    arrival_times: list[float] = field(default_factory=list)  # ... and when it arrived
     ready: deque = field(default_factory=deque)  # conditioning of frames made ready but not shown yet
     next_ready: int = 0  # index of the frame ready[0] belongs to
     first_tick: int | None = None  # the tick its frame 0 was shown at
@@ -133,11 +139,8 @@ class Utterance:
 
     def arrival_of(self, frame: int) -> float:
         """When the chunk holding the start of ``frame``'s audio arrived."""
-        sample = frame * SAMPLES_PER_FRAME
-        for received, time in self.arrivals:
-            if received > sample:
-                return time
-        return self.arrivals[-1][1]
+        chunk = bisect.bisect_right(self.received_after, frame * SAMPLES_PER_FRAME)
+        return self.arrival_times[min(chunk, len(self.arrival_times) - 1)]
 
     @property
     def done(self) -> bool:
@@ -192,7 +195,8 @@ class LiveSession:
             utterance = self._open()
             utterance.conditioning.push(samples)
             utterance.received += len(samples)
-            utterance.arrivals.append((utterance.received, now))
+            utterance.received_after.append(utterance.received)
+            utterance.arrival_times.append(now)
             first = self.utterances[0]
             if first.first_tick is None and not first.ready:
                 first.ready.extend(first.conditioning.take())
