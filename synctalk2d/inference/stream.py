@@ -129,13 +129,17 @@ def warm_up(lipsync: LipSync) -> None:
 class Utterance:
     number: int
     conditioning: MouthReferences | AudioWindows
-    received: int = 0  # samples
     received_after: list[int] = field(default_factory=list)  # samples received once each chunk had arrived
     arrival_times: list[float] = field(default_factory=list)  # ... and when it arrived
     ready: deque = field(default_factory=deque)  # conditioning of frames made ready but not shown yet
     next_ready: int = 0  # index of the frame ready[0] belongs to
     first_tick: int | None = None  # the tick its frame 0 was shown at
     last: object = None  # the conditioning shown last, held if audio runs late
+
+    @property
+    def received(self) -> int:
+        """Samples received so far."""
+        return self.received_after[-1] if self.received_after else 0
 
     def arrival_of(self, frame: int) -> float:
         """When the chunk holding the start of ``frame``'s audio arrived."""
@@ -194,8 +198,7 @@ class LiveSession:
                 raise UserError(f"more than {MAX_BUFFERED_SECONDS:.0f} s of audio is waiting to be spoken; send it no faster than it plays")
             utterance = self._open()
             utterance.conditioning.push(samples)
-            utterance.received += len(samples)
-            utterance.received_after.append(utterance.received)
+            utterance.received_after.append(utterance.received + len(samples))
             utterance.arrival_times.append(now)
             first = self.utterances[0]
             if first.first_tick is None and not first.ready:
@@ -223,33 +226,34 @@ class LiveSession:
 
     def next_frame(self, tick: int) -> LiveFrame:
         """The frame for clock tick ``tick`` (ticks count 25 fps frames; skipped ticks advance
-        the walk so the recording keeps its pace)."""
+        the walk so the recording keeps its pace). Decisions are made under the lock, the
+        drawing outside it, so a push never waits for a JPEG decode or a paste."""
         with self.lock:
             steps = tick - self.tick if self.tick >= 0 else 1
             self.tick = tick
             source = int(self.walk.take(max(steps, 1))[-1])
             self._ready_frames()
-            events: list[dict] = []
             while self.utterances and self.utterances[0].done and self.utterances[0].first_tick is None:
                 self.utterances.popleft()  # an utterance with no frames at all
-            if not self.utterances or (self.utterances[0].first_tick is None and not self.utterances[0].ready):
-                return LiveFrame(self.generator.frame(source), source, events=events)
-            utterance = self.utterances[0]
-            if utterance.first_tick is None:
-                utterance.first_tick = tick
-                events.append({"type": "utterance_started", "utterance": utterance.number})
-            due = tick - utterance.first_tick
-            while utterance.ready and utterance.next_ready <= due:  # skip frames that came too late
-                utterance.last = utterance.ready.popleft()
-                utterance.next_ready += 1
-            index = min(due, utterance.next_ready - 1)
-            held = index < due
-            conditioning, arrival = utterance.last, utterance.arrival_of(index)
-            if utterance.done:
-                self.utterances.popleft()
-                events.append({"type": "utterance_ended", "utterance": utterance.number, "frames": utterance.next_ready, "interrupted": False})
+            speaking = bool(self.utterances) and (self.utterances[0].first_tick is not None or bool(self.utterances[0].ready))
+            if speaking:
+                utterance, events = self.utterances[0], []
+                if utterance.first_tick is None:
+                    utterance.first_tick = tick
+                    events.append({"type": "utterance_started", "utterance": utterance.number})
+                due = tick - utterance.first_tick
+                while utterance.ready and utterance.next_ready <= due:  # skip frames that came too late
+                    utterance.last = utterance.ready.popleft()
+                    utterance.next_ready += 1
+                index = min(due, utterance.next_ready - 1)
+                conditioning, arrival = utterance.last, utterance.arrival_of(index)
+                if utterance.done:
+                    self.utterances.popleft()
+                    events.append({"type": "utterance_ended", "utterance": utterance.number, "frames": utterance.next_ready, "interrupted": False})
+        if not speaking:
+            return LiveFrame(self.generator.frame(source), source)
         image = self.generator.composite(source, self.generator.draw(np.array([source]), _batch(conditioning))[0])
-        return LiveFrame(image, source, utterance.number, index, arrival, held, events)
+        return LiveFrame(image, source, utterance.number, index, arrival, index < due, events)
 
 
 def _batch(conditioning) -> np.ndarray:
