@@ -22,6 +22,7 @@ import copy
 import json
 import platform
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import cv2
@@ -31,10 +32,11 @@ import torch
 from synctalk2d.avatar import Avatar
 from synctalk2d.evaluation.evaluate import evaluate
 from synctalk2d.models.checkpoint import save_checkpoint
-from synctalk2d.models.mouth import MouthModel
+from synctalk2d.models.mouth import MouthModel, MouthModelConfig
 from synctalk2d.training.config import MouthStageConfig
 from synctalk2d.training.mouth import (
     Clip,
+    PriorConfig,
     adapt,
     aperture_r,
     choose,
@@ -68,13 +70,16 @@ def tail_split(clip: Clip) -> tuple[Clip, Clip]:
     return part(slice(0, cut)), part(slice(cut, None))
 
 
-def cached_prior_without(clips: list[Clip], held_out: str, workdir: Path) -> MouthModel:
-    """The leave-one-speaker-out prior, trained once per work directory."""
-    stem = workdir / "priors" / f"loso_without_{held_out}"
+def cached_prior(clips: list[Clip], held_out: str, stem: Path) -> MouthModel:
+    """The prior trained without ``held_out``'s clips, trained once per work directory (again
+    when the prior's training settings or architecture have changed since)."""
+    settings = {"held_out_speaker": held_out, "prior_config": asdict(PriorConfig()), "model": MouthModelConfig().to_dict()}
     if stem.with_suffix(".safetensors").is_file():
-        return load_mouth_model(stem)[0]
+        model, state = load_mouth_model(stem)
+        if all(state.get(key) == value for key, value in settings.items()):
+            return model
     prior = prior_without(clips, held_out)
-    save_checkpoint(stem, prior, {"kind": "mouth", "model": prior.config.to_dict()}, state={"held_out_speaker": held_out})
+    save_checkpoint(stem, prior, {"kind": "mouth", "model": prior.config.to_dict()}, state=settings)
     return prior
 
 
@@ -82,7 +87,7 @@ def score_mouth_model(clips: list[Clip], workdir: Path) -> dict:
     stage = MouthStageConfig()
     per_clip = {}
     for held_out in sorted({speaker(c.name) for c in clips}):
-        prior = cached_prior_without(clips, held_out, workdir)
+        prior = cached_prior(clips, held_out, workdir / "priors" / f"loso_without_{held_out}")
         for clip in (c for c in clips if speaker(c.name) == held_out):
             head, tail = tail_split(clip)
             mean = head.shapes.mean(axis=0)
@@ -144,10 +149,8 @@ def score_rendered(clips: list[Clip], workdir: Path, minutes: float) -> dict:
     for name in RENDERED:
         video = next(p for p in POOL if p.stem == name)
         root = workdir / "rendered" / name
-        prior_path = workdir / "priors" / f"without_{name}.safetensors"
-        if not prior_path.is_file():
-            prior = prior_without(clips, speaker(name))
-            save_checkpoint(prior_path.with_suffix(""), prior, {"kind": "mouth", "model": prior.config.to_dict()}, state={"held_out_speaker": name})
+        prior_path = workdir / "priors" / f"loso_without_{speaker(name)}.safetensors"
+        cached_prior(clips, speaker(name), prior_path.with_suffix(""))
         if not Avatar(root).is_complete():
             from synctalk2d.preprocess import preprocess
 

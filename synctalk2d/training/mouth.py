@@ -28,12 +28,14 @@ from synctalk2d.avatar import Avatar
 from synctalk2d.errors import UserError
 from synctalk2d.face.lip_shape import aperture, lip_shapes
 from synctalk2d.models.checkpoint import save_checkpoint
-from synctalk2d.models.mouth import MouthModel, MouthModelConfig
+from synctalk2d.models.mouth import LinearPredictor, MouthModel, MouthModelConfig
 from synctalk2d.progress import console, progress_bar
 from synctalk2d.training.config import MouthStageConfig
 
 PRIOR_PATH = Path(__file__).resolve().parent.parent / "models" / "weights" / "mouth_prior.safetensors"
 INPUT_NOISE = 0.1  # std of Gaussian noise on the normalised mel during training
+FREQUENCY_WARP = 0.12  # prior training stretches each window's mel axis by a random factor within 1 +- this
+RIDGE_STRENGTH = 3000.0  # of the linear predictor's ridge regression, on standardised block averages
 MIN_REST_FRAMES = 8
 CV_FOLDS = 3  # blocks of the avatar that decide whether adaptation helps
 OPENING_WEIGHT = 3.0  # loss weight of the first coefficient (the opening) against 1 for the others
@@ -45,6 +47,8 @@ class PriorConfig:
 
     epochs: int = 20
     lr: float = 2e-3
+    frequency_warp: float = FREQUENCY_WARP
+    ridge_strength: float = RIDGE_STRENGTH
     batch_size: int = 64
     weight_decay: float = 1e-2
     seed: int = 0
@@ -98,12 +102,13 @@ def fit(
     weight_decay: float = 0.0,
     anchor: MouthModel | None = None,
     anchor_weight: float = 0.0,
+    frequency_warp: float = 0.0,
     show_progress: bool = False,
     label: str = "mouth",
 ) -> float:
     """Train ``model`` to map windows to coefficient ``targets`` (MSE with the opening
     weighted up, noise on the input, one-cycle learning rate); with ``anchor``, an L2 pull
-    of the weights towards it.
+    of the weights towards it; with ``frequency_warp``, `warp_bands` on every batch.
     Returns the last epoch's mean loss."""
     x, y = torch.from_numpy(windows), torch.from_numpy(targets.astype(np.float32))
     batch_size = min(batch_size, len(x))
@@ -121,7 +126,10 @@ def fit(
             order, loss_sum = torch.randperm(len(x)), 0.0
             for i in range(steps_per_epoch):
                 index = order[i * batch_size : (i + 1) * batch_size]
-                loss = torch.mean((model(x[index] + INPUT_NOISE * torch.randn_like(x[index])) - y[index]) ** 2 * weights)
+                batch = x[index] + INPUT_NOISE * torch.randn_like(x[index])
+                if frequency_warp:
+                    batch = warp_bands(batch, frequency_warp)
+                loss = torch.mean((model(batch) - y[index]) ** 2 * weights)
                 if anchors:
                     loss = loss + anchor_weight * sum(torch.sum((p - a) ** 2) for p, a in zip(model.parameters(), anchors))
                 optimizer.zero_grad(set_to_none=True)
@@ -134,14 +142,43 @@ def fit(
     return loss_sum / steps_per_epoch
 
 
+def warp_bands(windows: torch.Tensor, amount: float) -> torch.Tensor:
+    """(B, T, bands) windows, each with its band axis stretched by its own random factor in
+    1 +- ``amount`` (linear interpolation, edge band repeated): a longer or shorter vocal
+    tract moves every formant by one factor, so this shows the model voices the pool lacks."""
+    b, _, bands = windows.shape
+    factor = 1 + (2 * torch.rand(b, 1) - 1) * amount
+    source = (torch.arange(bands, dtype=torch.float32)[None] * factor).clamp(0, bands - 1)  # (B, bands)
+    low = source.floor().long()
+    high = (low + 1).clamp(max=bands - 1)
+    t = (source - low)[:, None, :]
+    take = lambda index: torch.gather(windows, 2, index[:, None, :].expand_as(windows))  # noqa: E731
+    return take(low) * (1 - t) + take(high) * t
+
+
+@torch.no_grad()
+def fit_ridge(predictor: LinearPredictor, windows: np.ndarray, targets: np.ndarray, strength: float) -> None:
+    """Set ``predictor`` to the ridge regression of ``targets`` on its block averages of
+    ``windows`` (features standardised for the penalty, then folded into the weights)."""
+    features = predictor.features(torch.from_numpy(windows)).double().numpy()
+    mean, std = features.mean(axis=0), features.std(axis=0) + 1e-6
+    standard = (features - mean) / std
+    target_mean = targets.mean(axis=0)
+    solution = np.linalg.solve(standard.T @ standard + strength * np.eye(standard.shape[1]), standard.T @ (targets - target_mean))
+    weight = solution / std[:, None]  # (features, K)
+    predictor.linear.weight.copy_(torch.from_numpy(weight.T))
+    predictor.linear.bias.copy_(torch.from_numpy(target_mean - mean @ weight))
+
+
 # -- the prior -----------------------------------------------------------------------
 
 
 def train_prior(clips: list[Clip], config: PriorConfig | None = None, model_config: MouthModelConfig | None = None, show_progress: bool = False) -> MouthModel:
     """A speaker-independent prior from ``clips``: PCA of every clip's lip-shape changes
-    (each clip relative to its own mean shape), then the network on all clips pooled,
+    (each clip relative to its own mean shape), then both predictors on all clips pooled,
     each clip's coefficients in units of that clip's own std, so that people who move
-    their lips a little count as much as those who move them a lot. The prior's ``scale``
+    their lips a little count as much as those who move them a lot: the linear one in
+    closed form, the convolutional one by `fit` with `warp_bands`. The prior's ``scale``
     is the mean of those stds: the movement it assumes for a speaker it knows nothing of."""
     config, model_config = config or PriorConfig(), model_config or MouthModelConfig()
     torch.manual_seed(config.seed)
@@ -154,7 +191,19 @@ def train_prior(clips: list[Clip], config: PriorConfig | None = None, model_conf
     model.scale.copy_(torch.from_numpy(np.mean(stds, axis=0)))
     windows = np.concatenate([c.windows for c in clips])
     targets = np.concatenate([(d @ basis.T) / std for d, std in zip(changes, stds)])
-    fit(model, windows, targets, config.epochs, config.lr, config.batch_size, config.weight_decay, show_progress=show_progress, label="mouth prior")
+    fit_ridge(model.linear, windows, targets, config.ridge_strength)
+    fit(
+        model.conv,
+        windows,
+        targets,
+        config.epochs,
+        config.lr,
+        config.batch_size,
+        config.weight_decay,
+        frequency_warp=config.frequency_warp,
+        show_progress=show_progress,
+        label="mouth prior",
+    )
     return model
 
 

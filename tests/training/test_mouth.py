@@ -13,8 +13,9 @@ from synctalk2d.audio.vad import voice_activity
 from synctalk2d.face.lip_shape import aperture
 from synctalk2d.media.audio import load_audio
 from synctalk2d.models.checkpoint import trained_stem
+from synctalk2d.models.mouth import LinearPredictor, MouthModelConfig
 from synctalk2d.training.config import MouthStageConfig
-from synctalk2d.training.mouth import Clip, fit, load_prior, predict_shapes
+from synctalk2d.training.mouth import Clip, PriorConfig, fit, fit_ridge, load_prior, predict_shapes, train_prior, warp_bands
 from tests.conftest import fixture_path
 
 pytestmark = pytest.mark.slow
@@ -44,6 +45,44 @@ def test_adaptation_lowers_the_error_on_real_landmarks(talk_b_avatar):
     stage = MouthStageConfig()
     fit(adapted, clip.windows, targets, stage.epochs, stage.lr, stage.batch_size, anchor=prior, anchor_weight=stage.prior_weight)
     assert error(adapted) < 0.8 * error(prior)
+
+
+def test_prior_training_fits_both_predictors_on_real_speech(talk_b_avatar):
+    torch.manual_seed(0)
+    clip = Clip.of(talk_b_avatar)
+    model = train_prior([clip], PriorConfig(epochs=4))
+    x = torch.from_numpy(clip.windows)
+    truth = aperture(clip.shapes)
+    with torch.no_grad():
+        for predictor in (model.conv, model.linear):
+            opening = aperture(clip.shapes.mean(axis=0) + model.shape_change(predictor(x)).numpy())
+            assert np.corrcoef(opening, truth)[0, 1] > 0.3  # each learned the clip it was fitted on
+        assert torch.allclose(model(x), (model.conv(x) + model.linear(x)) / 2)
+
+
+def test_ridge_fit_recovers_a_linear_function_of_the_block_averages(talk_b_avatar):
+    windows = Clip.of(talk_b_avatar).windows
+    predictor = LinearPredictor(MouthModelConfig())
+    with torch.no_grad():
+        features = predictor.features(torch.from_numpy(windows)).numpy()
+    truth = np.random.default_rng(0).normal(size=(features.shape[1], 3))
+    targets = features @ truth + np.array([1.0, -2.0, 0.5])
+    fit_ridge(predictor, windows, targets, strength=1e-6)
+    with torch.no_grad():
+        predicted = predictor(torch.from_numpy(windows)).numpy()
+    assert np.abs(predicted - targets).max() < 1e-2 * np.abs(targets).max()
+
+
+def test_frequency_warp_moves_formants_by_at_most_the_amount():
+    torch.manual_seed(0)
+    windows = torch.zeros(64, 5, 80)
+    windows[:, :, 40] = 1.0  # one formant, at band 40
+    warped = warp_bands(windows, 0.12)
+    assert warped.shape == windows.shape
+    peaks = warped[:, 2].argmax(dim=1).float()
+    assert peaks.min() >= 40 / 1.12 - 1 and peaks.max() <= 40 / 0.88 + 1
+    assert peaks.min() < 38 and peaks.max() > 42  # voices both shorter and longer than the speaker's
+    assert torch.equal(warp_bands(windows, 0.0), windows)
 
 
 def test_voice_activity_follows_speech_and_pauses():
