@@ -7,7 +7,9 @@
    speaker a prior is trained on all *other* speakers (`train_prior`, the same code as
    `synctalk2d mouth-prior`) and its mouth-opening r is measured on that speaker's clips.
    Per-avatar adaptation is scored on each clip's last 30 % after adapting on its first
-   70 % (prior-only r on the same tail next to it).
+   70 % (prior-only r on the same tail next to it); on the same tail, the opening of the
+   wanted shapes as rendering settles them and of the recorded frames the reference picker
+   takes from the first 70 % (how much of the model's r the picker keeps).
 2. ``rendered``: for speaker_20s and mimictalk_german_20s, the default
    ``synctalk2d train --minutes M --holdout-seconds 5`` with a prior that never saw that
    speaker, then `synctalk2d evaluate`: rendered r against the mouth model's own r, silence
@@ -31,6 +33,9 @@ import torch
 
 from synctalk2d.avatar import Avatar
 from synctalk2d.evaluation.evaluate import evaluate
+from synctalk2d.evaluation.metrics import correlation_by_lag
+from synctalk2d.face.lip_shape import aperture
+from synctalk2d.inference.mouth import ReferencePicker, settle
 from synctalk2d.models.checkpoint import save_checkpoint
 from synctalk2d.models.mouth import MouthModel, MouthModelConfig
 from synctalk2d.training.config import MouthStageConfig
@@ -42,6 +47,8 @@ from synctalk2d.training.mouth import (
     choose,
     load_mouth_model,
     pool_clips,
+    predict_shapes,
+    rest_shape_of,
     speaker_scale,
     train_prior,
 )
@@ -96,12 +103,20 @@ def score_mouth_model(clips: list[Clip], workdir: Path) -> dict:
             own.scale.copy_(speaker_scale(own, head.shapes, mean))  # what stage `mouth` does first
             adapted, _ = adapt(own, head, mean, stage)
             chosen = choose(own, head, mean, stage)  # what stage `mouth` keeps
+            # what rendering makes of it: shapes settled (rest in silence, smoothed), then the
+            # picker's references from the head as the bank; their real opening against the tail's
+            rest = rest_shape_of(head)
+            wanted, _ = settle(predict_shapes(chosen.model, tail.windows, mean), tail.speech, rest)
+            picker = ReferencePicker(chosen.model, mean, rest, np.arange(len(head.shapes)), head.shapes)
+            picked = head.shapes[[picker(shape) for shape in wanted]]
             per_clip[clip.name] = {
                 "prior_r": prior_r,
                 "tail_prior_r": aperture_r(own, tail, mean),
                 "tail_adapted_r": aperture_r(adapted, tail, mean),
                 "tail_stage_r": aperture_r(chosen.model, tail, mean),
                 "stage_kept_adapted": chosen.learned,
+                "tail_wanted_r": correlation_by_lag(aperture(wanted), aperture(tail.shapes), 0)[0],
+                "tail_picked_r": correlation_by_lag(aperture(picked), aperture(tail.shapes), 0)[0],
             }
     column = lambda key: float(np.mean([v[key] for v in per_clip.values()]))  # noqa: E731
     return {
@@ -113,6 +128,8 @@ def score_mouth_model(clips: list[Clip], workdir: Path) -> dict:
         "tail_mean_r_adapted": column("tail_adapted_r"),
         "tail_mean_r_stage": column("tail_stage_r"),
         "stage_kept_adapted": sum(v["stage_kept_adapted"] for v in per_clip.values()),
+        "tail_mean_r_wanted": column("tail_wanted_r"),
+        "tail_mean_r_picked": column("tail_picked_r"),
         "per_clip": per_clip,
     }
 

@@ -24,6 +24,7 @@ from synctalk2d.audio.speech_features import SpeechFeatureStream
 from synctalk2d.audio.vad import VoiceActivity, frame_levels
 from synctalk2d.avatar import SAMPLES_PER_FRAME
 from synctalk2d.face.lip_shape import lip_shapes
+from synctalk2d.models.mouth import MouthModel
 from synctalk2d.training.mouth import load_avatar_mouth, predict_shapes
 
 ALIGN_POINTS = [1, 2, 3, 13, 14, 15, 27, 28, 29, 30, 31, 32, 33, 34, 35]  # move little when the jaw does
@@ -44,20 +45,10 @@ class MouthConditioning:
         self.avatar = avatar
         self.model, self.mean_shape, self.rest_shape = load_avatar_mouth(avatar.root)
         self.landmarks = avatar.landmarks()  # (N, 68, 2) frame pixels
-        shapes = lip_shapes(self.landmarks, avatar.boxes())
         self.bank = np.arange(frames.start, frames.stop)
-        self.weights = np.ones(self.model.config.num_coefficients, np.float32)
-        self.weights[0] = OPENING_WEIGHT
-        self.bank_coefficients = self._coefficients(shapes[self.bank])
+        self.bank_shapes = lip_shapes(self.landmarks[self.bank], avatar.boxes()[self.bank])
         mel = avatar.mel()
         self.voice = mel.mean(axis=0), mel.std(axis=0)  # where the running normalisation starts
-
-    def _coefficients(self, shapes: np.ndarray) -> np.ndarray:
-        """The coordinates references are matched in: the shape change along the basis
-        (in the avatar's units), the opening weighted up by `OPENING_WEIGHT`."""
-        with torch.inference_mode():
-            change = torch.from_numpy((shapes - self.mean_shape).astype(np.float32))
-            return (self.model.coefficients(change) * self.model.scale).numpy() * self.weights
 
     def stream(self) -> MouthStream:
         return MouthStream(self)
@@ -70,9 +61,7 @@ class MouthConditioning:
         return stream.take()[1]
 
     def picker(self) -> ReferencePicker:
-        return ReferencePicker(
-            self.bank, self.bank_coefficients, MARGIN * float(self.model.scale[0]), self._coefficients(self.rest_shape[None])[0], self._coefficients
-        )
+        return ReferencePicker(self.model, self.mean_shape, self.rest_shape, self.bank, self.bank_shapes)
 
 
 class MouthStream:
@@ -102,21 +91,41 @@ class MouthStream:
         with torch.inference_mode():
             shapes = predict_shapes(c.model, windows, c.mean_shape)
         audio = self.features.samples.view()[first * SAMPLES_PER_FRAME : (first + len(shapes)) * SAMPLES_PER_FRAME]
-        shapes[~self.activity(frame_levels(audio, len(shapes)))] = c.rest_shape
-        if not len(shapes):
-            return first, shapes.astype(np.float32)
-        before = np.concatenate([shapes[:1] if self.previous is None else self.previous[None], shapes[:-1]])
-        self.previous = shapes[-1]
-        return first, (SMOOTHING[0] * before + SMOOTHING[1] * shapes).astype(np.float32)
+        settled, self.previous = settle(shapes, self.activity(frame_levels(audio, len(shapes))), c.rest_shape, self.previous)
+        return first, settled
+
+
+def settle(shapes: np.ndarray, speaking: np.ndarray, rest_shape: np.ndarray, previous: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Predicted (n, 40) shapes as rendering wants them: the rest shape where no one
+    speaks, then each blended with the frame before (`SMOOTHING`). ``previous`` is the
+    unblended shape of the frame before the first, if there was one; the second value
+    returned is the one to pass for the frame after the last."""
+    shapes = np.where(speaking[:, None], shapes, rest_shape).astype(np.float32)
+    if not len(shapes):
+        return shapes, previous
+    before = np.concatenate([shapes[:1] if previous is None else previous[None], shapes[:-1]])
+    return (SMOOTHING[0] * before + SMOOTHING[1] * shapes).astype(np.float32), shapes[-1]
 
 
 class ReferencePicker:
-    """Chooses a reference frame per output frame, one frame at a time (usable live)."""
+    """Chooses a reference frame per output frame, one frame at a time (usable live), from
+    the ``frames`` of a bank whose lip shapes are ``shapes``."""
 
-    def __init__(self, bank: np.ndarray, coefficients: np.ndarray, margin: float, rest: np.ndarray, project):
-        self.bank, self.coefficients, self.margin, self.rest, self.project = bank, coefficients, margin, rest, project
-        self.position = {int(f): i for i, f in enumerate(bank)}
+    def __init__(self, model: MouthModel, mean_shape: np.ndarray, rest_shape: np.ndarray, frames: np.ndarray, shapes: np.ndarray):
+        self.model, self.mean_shape = model, mean_shape
+        self.weights = np.ones(model.config.num_coefficients, np.float32)
+        self.weights[0] = OPENING_WEIGHT
+        self.bank, self.coefficients = frames, self.project(shapes)
+        self.rest = self.project(rest_shape[None])[0]
+        self.margin = MARGIN * float(model.scale[0])
         self.previous: int | None = None  # index into bank
+
+    def project(self, shapes: np.ndarray) -> np.ndarray:
+        """The coordinates references are matched in: the shape change along the basis
+        (in the avatar's units), the opening weighted up by `OPENING_WEIGHT`."""
+        with torch.inference_mode():
+            change = torch.from_numpy((shapes - self.mean_shape).astype(np.float32))
+            return (self.model.coefficients(change) * self.model.scale).numpy() * self.weights
 
     def __call__(self, shape: np.ndarray) -> int:
         """The avatar frame to take the mouth from for the wanted (40,) lip ``shape``."""

@@ -8,7 +8,7 @@ import pytest
 
 from synctalk2d.face.lip_shape import aperture, lip_shapes
 from synctalk2d.inference.lipsync import LipSync
-from synctalk2d.inference.mouth import paste_mouth
+from synctalk2d.inference.mouth import paste_mouth, settle
 from synctalk2d.media.audio import load_audio
 from tests.conftest import fixture_path
 
@@ -25,6 +25,21 @@ def test_silence_gives_the_rest_shape_and_one_still_reference(lipsync):
     np.testing.assert_allclose(shapes, np.repeat(lipsync.mouth.rest_shape[None], len(shapes), 0), atol=1e-6)
     references = np.concatenate([refs for _, refs in lipsync.chunks(shapes, np.arange(len(shapes)) % 50)])
     assert len(set(references.tolist())) == 1
+
+
+def test_settling_in_chunks_equals_settling_at_once():
+    """A live stream settles shapes chunk by chunk; a file settles them in one go."""
+    rng = np.random.default_rng(0)
+    shapes, rest = rng.normal(size=(30, 40)).astype(np.float32), np.zeros(40, np.float32)
+    speaking = rng.random(30) > 0.3
+    whole, _ = settle(shapes, speaking, rest)
+    parts, previous = [], None
+    for a, b in ((0, 7), (7, 8), (8, 8), (8, 30)):
+        part, previous = settle(shapes[a:b], speaking[a:b], rest, previous)
+        parts.append(part)
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+    silent = np.flatnonzero(~speaking[:-1] & ~speaking[1:]) + 1  # silent after a silent frame
+    np.testing.assert_array_equal(whole[silent], 0.0)
 
 
 def test_picked_mouth_opens_when_the_wanted_shape_opens(lipsync, mouth_avatar):
