@@ -93,7 +93,7 @@ def predict_shapes(model: MouthModel, windows: np.ndarray, mean_shape: np.ndarra
 
 
 def fit(
-    model: MouthModel,
+    model: torch.nn.Module,
     windows: np.ndarray,
     targets: np.ndarray,
     epochs: int,
@@ -106,9 +106,10 @@ def fit(
     show_progress: bool = False,
     label: str = "mouth",
 ) -> float:
-    """Train ``model`` to map windows to coefficient ``targets`` (MSE with the opening
-    weighted up, noise on the input, one-cycle learning rate); with ``anchor``, an L2 pull
-    of the weights towards it; with ``frequency_warp``, `warp_bands` on every batch.
+    """Train ``model`` (a `MouthModel` or one of its predictors) to map windows to
+    coefficient ``targets`` (MSE with the opening weighted up, noise on the input, one-cycle
+    learning rate); with ``anchor``, an L2 pull of the weights towards it; with
+    ``frequency_warp``, `warp_bands` on every batch.
     Returns the last epoch's mean loss."""
     x, y = torch.from_numpy(windows), torch.from_numpy(targets.astype(np.float32))
     batch_size = min(batch_size, len(x))
