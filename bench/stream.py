@@ -74,34 +74,43 @@ def start_server(avatar: Path, max_sessions: int) -> tuple[subprocess.Popen, int
 
 async def session(port: int, pcm: bytes, width: int | None, burst: bool) -> dict:
     url = f"ws://127.0.0.1:{port}/v1/stream" + (f"?width={width}" if width else "")
-    async with websockets.connect(url, max_size=None) as ws:
-        ready = json.loads(await ws.recv())
-        for _ in range(5):  # a few idle frames first: a running stream, as a viewer has
-            await ws.recv()
+    for _ in range(50):  # the previous run's sessions may take a moment to close server-side
+        async with websockets.connect(url, max_size=None) as ws:
+            ready = json.loads(await ws.recv())
+            if ready["type"] != "error":
+                return await speak(ws, ready, pcm, burst)
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"the server stayed busy: {ready['message']}")
 
-        async def send():
-            started = time.perf_counter()
-            for i in range(0, len(pcm), 2 * CHUNK):
-                if not burst:  # a live source has a chunk once its last sample is recorded
-                    await asyncio.sleep(max(0.0, started + (i + 2 * CHUNK) / 2 / 16000 - time.perf_counter()))
-                await ws.send(pcm[i : i + 2 * CHUNK])
-            await ws.send(json.dumps({"type": "end"}))
 
-        sender = asyncio.create_task(send())
-        latencies, frame_times, dropped, held = [], [], 0, 0
-        async for message in ws:
-            if isinstance(message, bytes):
-                frame_times.append(time.perf_counter())
-                continue
-            event = json.loads(message)
-            if event["type"] == "frame":
-                latencies.append(event["latency_ms"])
-                dropped, held = event["dropped"], held + event["held"]
-            elif event["type"] == "utterance_ended":
-                break
-            elif event["type"] == "error":
-                raise RuntimeError(event["message"])
-        await sender
+async def speak(ws, ready: dict, pcm: bytes, burst: bool) -> dict:
+    """One session, once the server accepted it: idle frames, then speech at real-time pace (or at once)."""
+    for _ in range(5):  # a few idle frames first: a running stream, as a viewer has
+        await ws.recv()
+
+    async def send():
+        started = time.perf_counter()
+        for i in range(0, len(pcm), 2 * CHUNK):
+            if not burst:  # a live source has a chunk once its last sample is recorded
+                await asyncio.sleep(max(0.0, started + (i + 2 * CHUNK) / 2 / 16000 - time.perf_counter()))
+            await ws.send(pcm[i : i + 2 * CHUNK])
+        await ws.send(json.dumps({"type": "end"}))
+
+    sender = asyncio.create_task(send())
+    latencies, frame_times, dropped, held = [], [], 0, 0
+    async for message in ws:
+        if isinstance(message, bytes):
+            frame_times.append(time.perf_counter())
+            continue
+        event = json.loads(message)
+        if event["type"] == "frame":
+            latencies.append(event["latency_ms"])
+            dropped, held = event["dropped"], held + event["held"]
+        elif event["type"] == "utterance_ended":
+            break
+        elif event["type"] == "error":
+            raise RuntimeError(event["message"])
+    await sender
     span = frame_times[-1] - frame_times[0] if len(frame_times) > 1 else float("nan")
     return {
         "size": [ready["width"], ready["height"]],

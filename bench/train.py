@@ -1,8 +1,9 @@
 """Training throughput of every stage, as JSON on stdout.
 
-    python bench/train.py [VIDEO] [--steps N] [--device cpu cuda ...]
+    python bench/train.py [VIDEO] [--avatar DIR] [--steps N] [--device cpu cuda ...]
 
-Preprocesses VIDEO (default: the 5 s talk_b fixture) once, then per device times the
+Preprocesses VIDEO (default: the 5 s talk_b fixture) once, or copies the preprocessed
+avatar DIR (for a machine without the landmark model), then per device times the
 training step of each stage (audio-encoder, syncnet, unet at full and mobile width) at
 its default batch size, fed by its real DataLoader, after warm-up steps. For each it also
 times the DataLoader alone: ``loader_samples_per_second`` well above
@@ -15,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -78,14 +80,19 @@ def measure(stage, avatar: Avatar, runtime, steps: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("video", nargs="?", type=Path, default=DEFAULT)
+    parser.add_argument("--avatar", type=Path, help="a preprocessed avatar to copy instead of preprocessing VIDEO")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--device", nargs="+", default=["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     args = parser.parse_args()
-    report = {"benchmark": "train", "video": args.video.name, "steps": args.steps, "cpu_count": os.cpu_count(),
+    video = Avatar.open(args.avatar).info.source if args.avatar else args.video.name
+    report = {"benchmark": "train", "video": video, "steps": args.steps, "cpu_count": os.cpu_count(),
               "torch_threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(), "devices": {}}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "avatar"
-        preprocess(args.video, root, show_progress=False)
+        if args.avatar:
+            shutil.copytree(args.avatar, root, ignore=shutil.ignore_patterns("checkpoints", "*.onnx"))
+        else:
+            preprocess(args.video, root, show_progress=False)
         avatar = Avatar.open(root)
         # The unet stage needs the AVE features and a SyncNet: one step of each stage.
         train(build_config(root, conditioning="audio", width="mobile", max_steps=1, device="cpu"), show_progress=False)

@@ -109,12 +109,14 @@ def evaluate(avatar_dir: str | Path, preview: str | Path | None = None, silence_
         crops, landmarks = clip.arrays()
         speech[name] = _speech_metrics(crops, landmarks, real_crops, real_landmarks)
         speech[name]["mouth_sharpness"] = metrics.mean_sharpness(crops, _mouth_regions(real_landmarks))
+        speech[name]["mouth_movement"] = float(metrics.mouth_aperture(landmarks).std())
         if syncnet is not None:
             speech[name].update(_sync(syncnet, crops, features, lipsync.feature_type))
     regions = _mouth_regions(real_landmarks)
     speech["generated"]["audio_usage"] = metrics.mean_region_change(clips["generated"].arrays()[0], swapped, regions)
     speech["unchanged"]["audio_usage"] = 0.0  # the same frames whatever the audio
-    speech["real"] = {k: v for k, v in speech["real"].items() if k.startswith("sync") or k == "mouth_sharpness"} | {"mouth_aperture_r": 1.0, "best_lag": 0}
+    kept = {k: v for k, v in speech["real"].items() if k.startswith("sync") or k in ("mouth_sharpness", "mouth_movement")}
+    speech["real"] = kept | {"mouth_aperture_r": 1.0, "best_lag": 0}
     report = {
         "avatar": str(avatar.root),
         "conditioning": lipsync.conditioning,

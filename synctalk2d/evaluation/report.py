@@ -14,6 +14,7 @@ SPEECH_ROWS = [
     ("mouth_aperture_r", "mouth opening r", "vs real, lag 0; 1 is perfect"),
     ("best_lag", "best lag (frames)", "0 is in sync"),
     ("lmd_percent_face_width", "mouth LMD (% face width)", "lower is better"),
+    ("mouth_movement", "mouth movement", "std of the opening while speaking; near real moves naturally, low mumbles"),
     ("mouth_sharpness", "mouth sharpness", "variance of the Laplacian; near real is sharp"),
     ("audio_usage", "audio usage", "grey levels the mouth changes when the audio is swapped; 0 ignores audio"),
     ("sync_confidence", "SyncNet confidence", "higher is better"),

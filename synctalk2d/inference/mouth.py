@@ -1,8 +1,9 @@
 """Rendering from mouth shapes: speech -> wanted lip shapes -> a real mouth of the avatar.
 
 1. `MouthStream`: the avatar's mouth model turns speech into a lip shape per frame as the
-   audio arrives (a file is streamed in one go, so files and live streams agree); frames
-   the voice-activity rule calls silent get the avatar's rest shape, so pauses are still.
+   audio arrives (a file is streamed in one go, so files and live streams agree), scaled
+   to move as much as the avatar's own mouth does (`amplify`); frames the voice-activity
+   rule calls silent get the avatar's rest shape, so pauses are still.
 2. `ReferencePicker`: for each frame, the avatar frame whose real lips are closest to the
    wanted shape. It prefers to keep going along the recording from the reference it
    picked last (in speech) or to hold it (in silence) while that stays within a margin of
@@ -43,7 +44,7 @@ class MouthConditioning:
 
     def __init__(self, avatar, frames: range):
         self.avatar = avatar
-        self.model, self.mean_shape, self.rest_shape = load_avatar_mouth(avatar.root)
+        self.model, self.mean_shape, self.rest_shape, self.gain = load_avatar_mouth(avatar.root)
         self.landmarks = avatar.landmarks()  # (N, 68, 2) frame pixels
         self.bank = np.arange(frames.start, frames.stop)
         self.bank_shapes = lip_shapes(self.landmarks[self.bank], avatar.boxes()[self.bank])
@@ -89,10 +90,15 @@ class MouthStream:
         first, windows = self.features.take()
         c = self.conditioning
         with torch.inference_mode():
-            shapes = predict_shapes(c.model, windows, c.mean_shape)
+            shapes = amplify(predict_shapes(c.model, windows, c.mean_shape), c.mean_shape, c.gain)
         audio = self.features.samples.view()[first * SAMPLES_PER_FRAME : (first + len(shapes)) * SAMPLES_PER_FRAME]
         settled, self.previous = settle(shapes, self.activity(frame_levels(audio, len(shapes))), c.rest_shape, self.previous)
         return first, settled
+
+
+def amplify(shapes: np.ndarray, mean_shape: np.ndarray, gain: float) -> np.ndarray:
+    """Predicted shapes moved ``gain`` times as far from the mean (`training.mouth.motion_gain`)."""
+    return (mean_shape + gain * (shapes - mean_shape)).astype(np.float32)
 
 
 def settle(shapes: np.ndarray, speaking: np.ndarray, rest_shape: np.ndarray, previous: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:

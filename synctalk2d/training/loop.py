@@ -88,8 +88,8 @@ def setup_runtime(device: str | None = None, num_workers: int | None = None, see
     if world_size > 1:
         if not dist.is_initialized():
             dist.init_process_group("nccl" if torch_device.type == "cuda" else "gloo")
-        if torch_device.type == "cuda" and torch_device.index is None:
-            torch_device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if torch_device.type == "cuda" and torch_device.index is None:  # set_device needs an index
+        torch_device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) if world_size > 1 else torch.cuda.current_device())
     amp = None
     if torch_device.type == "cuda":
         torch.cuda.set_device(torch_device)

@@ -38,6 +38,7 @@ FREQUENCY_WARP = 0.12  # prior training stretches each window's mel axis by a ra
 RIDGE_STRENGTH = 3000.0  # of the linear predictor's ridge regression, on standardised block averages
 MIN_REST_FRAMES = 8
 CV_FOLDS = 3  # blocks of the avatar that decide whether adaptation helps
+MAX_MOTION_GAIN = 2.5  # the most the predicted movement is scaled up to the avatar's own (see `motion_gain`)
 OPENING_WEIGHT = 3.0  # loss weight of the first coefficient (the opening) against 1 for the others
 
 
@@ -279,6 +280,19 @@ def rest_shape_of(clip: Clip) -> np.ndarray:
     return pool[openings <= np.percentile(openings, 25)].mean(axis=0)
 
 
+def motion_gain(model: MouthModel, clip: Clip, mean_shape: np.ndarray) -> float:
+    """How much to scale the predicted lip movement so the mouth moves as much as this
+    person's does while speaking: the std of the real opening coefficient over the
+    predicted one's, on ``clip``'s speech frames, within 1 .. `MAX_MOTION_GAIN`. A
+    regression predicts towards the mean where it is unsure (by about its r), so unscaled
+    predictions make a mumbling mouth; scaling changes no correlation."""
+    speech = clip.speech if clip.speech.sum() >= MIN_REST_FRAMES else np.ones(len(clip.shapes), bool)
+    predicted = predict_shapes(model, clip.windows[speech], mean_shape) - mean_shape
+    with torch.no_grad():
+        wanted, real = (model.coefficients(torch.from_numpy(c.astype(np.float32)))[:, 0].std().item() for c in (predicted, clip.shapes[speech] - mean_shape))
+    return float(np.clip(real / max(wanted, 1e-6), 1.0, MAX_MOTION_GAIN))
+
+
 def adapt(prior: MouthModel, clip: Clip, mean_shape: np.ndarray, stage: MouthStageConfig, show_progress: bool = False) -> tuple[MouthModel, float]:
     """A copy of ``prior`` fine-tuned on ``clip`` (L2 pull towards the prior); and its last loss."""
     adapted = copy.deepcopy(prior)
@@ -347,6 +361,7 @@ def run(avatar: Avatar, config, splits, runtime, seconds: float | None, show_pro
 
     choice = choose(prior, whole, mean_shape, stage, show_progress)
     model, loss, learned, prior_r, adapted_r = choice.model, choice.loss, choice.learned, choice.prior_r, choice.adapted_r
+    gain = motion_gain(model, whole, mean_shape)
     if not learned:
         console.print(
             f"[yellow]mouth: adapting to this avatar did not beat the prior on unseen stretches of it "
@@ -371,6 +386,7 @@ def run(avatar: Avatar, config, splits, runtime, seconds: float | None, show_pro
         "kept": "adapted" if learned else "prior",
         "mean_shape": mean_shape.tolist(),
         "rest_shape": rest_shape.tolist(),
+        "motion_gain": gain,
         "avatar": {"source": avatar.info.source, "created": avatar.info.created, "num_frames": avatar.info.num_frames},
         "stage_config": asdict(stage),
     }
@@ -381,9 +397,14 @@ def run(avatar: Avatar, config, splits, runtime, seconds: float | None, show_pro
     return result
 
 
-def load_avatar_mouth(avatar_root: str | Path) -> tuple[MouthModel, np.ndarray, np.ndarray]:
-    """The avatar's mouth model, mean lip shape and rest lip shape (stage ``mouth``)."""
-    from synctalk2d.models.checkpoint import trained_stem
+def load_avatar_mouth(avatar_root: str | Path) -> tuple[MouthModel, np.ndarray, np.ndarray, float]:
+    """The avatar's mouth model, mean lip shape, rest lip shape and motion gain (stage ``mouth``)."""
+    from synctalk2d.models.checkpoint import stage_dir, trained_stem
 
     model, state = load_mouth_model(trained_stem(avatar_root, "mouth"))
-    return model, np.asarray(state["mean_shape"], np.float32), np.asarray(state["rest_shape"], np.float32)
+    if "motion_gain" not in state:
+        raise UserError(
+            f"{avatar_root}'s mouth model was trained by an older synctalk2d: delete {stage_dir(Path(avatar_root), 'mouth')} "
+            f"and run `synctalk2d train --avatar {avatar_root}` again (a minute)"
+        )
+    return model, np.asarray(state["mean_shape"], np.float32), np.asarray(state["rest_shape"], np.float32), float(state["motion_gain"])

@@ -66,8 +66,9 @@ def build_config(
     if options.get("conditioning") is None:  # resuming: what the avatar was trained with, else the default
         options.pop("conditioning", None)
         record = Path(avatar) / "train.json"
-        if record.is_file():
-            options["conditioning"] = json.loads(record.read_text()).get("conditioning", "audio")
+        earlier = json.loads(record.read_text()) if record.is_file() else {}
+        if earlier.get("stages"):  # a run that failed before its first stage trained nothing to resume
+            options["conditioning"] = earlier.get("conditioning", "audio")
     config = TrainConfig(avatar=str(Path(avatar).resolve()), **options)
     config.override(batch_size=batch_size, epochs=epochs, max_steps=max_steps, checkpoint_every=checkpoint_every)
     return config

@@ -9,7 +9,12 @@ import sys
 import av
 import pytest
 
-SPEECH_KEYS = {"mouth_psnr_db", "mouth_ssim", "mouth_aperture_r", "best_lag", "lmd_percent_face_width", "mouth_sharpness", "audio_usage", "r_by_lag"}
+SPEECH_KEYS = {"mouth_psnr_db", "mouth_ssim", "mouth_aperture_r", "best_lag", "lmd_percent_face_width"} | {
+    "mouth_sharpness",
+    "mouth_movement",
+    "audio_usage",
+    "r_by_lag",
+}
 SYNC_KEYS = {"sync_offset", "sync_confidence"}
 
 
@@ -103,4 +108,5 @@ def test_mouth_conditioned_avatar_reports_why(mouth_avatar):
     assert SPEECH_KEYS <= set(generated) and not SYNC_KEYS & set(generated)
     assert generated["audio_usage"] > 1.0, "the rendered mouth depends on the audio"
     assert generated["mouth_sharpness"] > 0.5 * real["mouth_sharpness"], "real mouths, not a blur"
+    assert generated["mouth_movement"] > 0.3 * real["mouth_movement"], "the mouth moves while speaking, not a mumble"
     assert report["silence"]["generated"]["mouth_aperture_std"] < report["silence"]["unchanged"]["mouth_aperture_std"]

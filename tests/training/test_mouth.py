@@ -103,3 +103,21 @@ def test_stage_records_shapes_and_whether_it_beat_the_prior(mouth_avatar):
     rest, mean = np.array(state["rest_shape"]), np.array(state["mean_shape"])
     assert rest.shape == mean.shape == (40,)
     assert aperture(rest) < aperture(mean)  # at rest the mouth is more closed than on average
+
+
+def test_motion_gain_restores_the_speakers_amount_of_movement(talk_b_avatar):
+    """Predictions regress towards the mean; scaled by the gain, the predicted opening
+    moves about as much as the real one while speaking (unless capped)."""
+    from synctalk2d.inference.mouth import amplify
+    from synctalk2d.training.mouth import MAX_MOTION_GAIN, motion_gain
+
+    prior = load_prior()
+    clip = Clip.of(talk_b_avatar)
+    mean = clip.shapes.mean(axis=0)
+    predicted = predict_shapes(prior, clip.windows, mean)[clip.speech]
+    gain = motion_gain(prior, clip, mean)
+    assert 1.0 <= gain <= MAX_MOTION_GAIN
+    real_std = aperture(clip.shapes[clip.speech]).std()
+    assert aperture(predicted).std() < 0.8 * real_std  # unscaled: a mumbling mouth
+    scaled_std = aperture(amplify(predicted, mean, gain)).std()
+    assert scaled_std > aperture(predicted).std() and (gain == MAX_MOTION_GAIN or abs(scaled_std / real_std - 1) < 0.35)

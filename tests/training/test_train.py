@@ -290,10 +290,18 @@ def test_changed_holdout_is_refused(trained):
     assert "holdout_seconds=0.0" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
-def test_untrained_avatar_is_a_clear_error(talk_b_avatar):
-    result = run_cli("train", "--avatar", talk_b_avatar.root, "--conditioning", "audio", "--stage", "unet", "--max-steps", "1")
+def test_untrained_avatar_is_a_clear_error(talk_b_avatar, tmp_path):
+    import shutil
+
+    from synctalk2d.training.train import build_config
+
+    root = tmp_path / "avatar"
+    shutil.copytree(talk_b_avatar.root, root)
+    result = run_cli("train", "--avatar", root, "--conditioning", "audio", "--stage", "unet", "--max-steps", "1")
     assert result.returncode == 1
     assert "run `synctalk2d train --avatar" in result.stderr and "Traceback" not in result.stderr
+    # nothing was trained, so a plain `train` afterwards is not taken for a resumed audio run
+    assert build_config(root).conditioning == "mouth"
 
 
 def _copy_without(trained_root, tmp_path, *stages):
