@@ -9,7 +9,8 @@
    Per-avatar adaptation is scored on each clip's last 30 % after adapting on its first
    70 % (prior-only r on the same tail next to it); on the same tail, the opening of the
    wanted shapes as rendering settles them and of the recorded frames the reference picker
-   takes from the first 70 % (how much of the model's r the picker keeps); and the tail's
+   takes from the first 70 % for the frames it is drawn on (how much of the model's r the
+   picker keeps); and the tail's
    speech rendered as `evaluate` does (onto the first 70 %'s frames, mouths from them),
    with dlib run on the rendered and the real tail: the rendered r on every clip, far
    less noisy than part 2's two 5 s tails.
@@ -40,7 +41,7 @@ from synctalk2d.evaluation.evaluate import evaluate
 from synctalk2d.evaluation.metrics import correlation_by_lag, mouth_aperture
 from synctalk2d.face.landmarks import FaceTracker
 from synctalk2d.face.lip_shape import aperture
-from synctalk2d.inference.mouth import ReferencePicker, amplify, paste_mouth, settle
+from synctalk2d.inference.mouth import ReferencePicker, amplify, face_poses, paste_mouth, settle
 from synctalk2d.inference.schedule import frame_schedule
 from synctalk2d.models.checkpoint import save_checkpoint
 from synctalk2d.models.mouth import MouthModel, MouthModelConfig
@@ -132,8 +133,11 @@ def score_mouth_model(clips: list[Clip], workdir: Path, render: bool = True) -> 
             rest = rest_shape_of(head)
             gain = motion_gain(chosen.model, head, mean)
             wanted, _ = settle(amplify(predict_shapes(chosen.model, tail.windows, mean), mean, gain), tail.speech, rest)
-            picker = ReferencePicker(chosen.model, mean, rest, np.arange(len(head.shapes)), head.shapes)
-            references = [picker(shape) for shape in wanted]
+            cut = len(head.shapes)
+            poses = face_poses(Avatar.open(workdir / "pool" / clip.name).landmarks())
+            picker = ReferencePicker(chosen.model, mean, rest, np.arange(cut), head.shapes, poses[:cut])
+            targets = frame_schedule(len(wanted), cut, start=0, loop_back=False)  # the frames `evaluate` draws on
+            references = [picker(shape, poses[target]) for shape, target in zip(wanted, targets)]
             picked = head.shapes[references]
             per_clip[clip.name] = {
                 "prior_r": prior_r,
@@ -148,7 +152,7 @@ def score_mouth_model(clips: list[Clip], workdir: Path, render: bool = True) -> 
                 "tail_picked_over_real_std": float(aperture(picked[tail.speech]).std() / aperture(tail.shapes[tail.speech]).std()),
             }
             if render:
-                per_clip[clip.name]["tail_rendered_r"] = rendered_tail_r(Avatar.open(workdir / "pool" / clip.name), len(head.shapes), references)
+                per_clip[clip.name]["tail_rendered_r"] = rendered_tail_r(Avatar.open(workdir / "pool" / clip.name), cut, references)
     column = lambda key: float(np.mean([v[key] for v in per_clip.values()]))  # noqa: E731
     return {
         "clips": len(per_clip),

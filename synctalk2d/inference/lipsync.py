@@ -145,7 +145,7 @@ class LipSync:
             pick = self.mouth.picker()  # one per clip: it remembers the last reference
             for start in range(0, len(schedule), self.batch_size):
                 stop = min(start + self.batch_size, len(schedule))
-                yield schedule[start:stop], np.array([pick(features[i]) for i in range(start, stop)])
+                yield schedule[start:stop], np.array([pick(features[i], self.mouth.poses[schedule[i]]) for i in range(start, stop)])
             return
         for start in range(0, len(schedule), self.batch_size):
             indices = np.arange(start, min(start + self.batch_size, len(schedule)))

@@ -5,14 +5,17 @@
    to move as much as the avatar's own mouth does (`amplify`); frames the voice-activity
    rule calls silent get the avatar's rest shape, so pauses are still.
 2. `ReferencePicker`: for each frame, the avatar frame whose real lips are closest to the
-   wanted shape. It prefers to keep going along the recording from the reference it
-   picked last (in speech) or to hold it (in silence) while that stays within a margin of
-   the best match, so the mouth moves like the recording moves instead of flickering
-   between look-alikes.
-3. `paste_mouth`: that frame's mouth and chin, aligned to the target frame on the nose
-   and upper face contour, colour-matched and feathered in, warped from full frame to full
-   frame in one step. Every pixel of the mouth is a real pixel of the avatar: teeth and
-   lips stay as sharp as the recording.
+   wanted shape and whose head pose is close to that of the frame it is pasted on (the
+   paste aligns faces in the image plane only: a reference with the head turned or
+   nodding would put its chin beside the target's). It prefers to keep going along the
+   recording from the reference it picked last (in speech) or to hold it (in silence)
+   while that stays within a margin of the best match, so the mouth moves like the
+   recording moves instead of flickering between look-alikes.
+3. `paste_mouth`: that frame's mouth and most of its chin (not its jaw line: the target
+   keeps its own outline), aligned to the target frame on the nose and upper face
+   contour, colour-matched and feathered in, warped from full frame to full frame in one
+   step. Every pixel of the mouth is a real pixel of the avatar: teeth and lips stay as
+   sharp as the recording.
 """
 
 from __future__ import annotations
@@ -24,17 +27,22 @@ import torch
 from synctalk2d.audio.speech_features import SpeechFeatureStream
 from synctalk2d.audio.vad import VoiceActivity, frame_levels
 from synctalk2d.avatar import SAMPLES_PER_FRAME
-from synctalk2d.face.lip_shape import lip_shapes
+from synctalk2d.face.lip_shape import LIPS, lip_shapes
 from synctalk2d.models.mouth import MouthModel
 from synctalk2d.training.mouth import load_avatar_mouth, predict_shapes
 
 ALIGN_POINTS = [1, 2, 3, 13, 14, 15, 27, 28, 29, 30, 31, 32, 33, 34, 35]  # move little when the jaw does
-MOUTH_REGION = list(range(2, 15)) + [31, 32, 33, 34, 35]  # cheeks at mouth level, jaw, under the nose
+JAW = list(range(2, 15))  # the face contour from cheek to cheek under the mouth
+MOUTH_REGION = JAW + [31, 32, 33, 34, 35]  # ... and under the nose: what is pasted, with the jaw pulled in by JAW_REACH
+JAW_REACH = 0.7  # the pasted region ends this share of the way from the lips to the jaw contour: the jaw line stays the target's
 FACE_OUTLINE = list(range(0, 17)) + [27]  # jaw contour and the top of the nose
 DILATE = 0.02  # of the face's crop-box side: the pasted region reaches this far past the landmark hull
 FEATHER = 0.03  # of the face's crop-box side: the blur that fades it into the target
 MARGIN = 0.6  # in stds of the opening: how much worse than the best a continuing reference may be
 OPENING_WEIGHT = 2.0  # in matching references, the opening counts twice as much as width and the rest
+# in matching references, a head pose as far from the target's as the avatar's typical spread
+# costs this many opening stds: in silence (one mouth held over a moving head) and in speech
+POSE_WEIGHT, POSE_WEIGHT_SPEECH = 0.7, 0.35
 MAX_COLOUR_SHIFT = 16.0  # grey levels: a larger mismatch is content, not lighting
 SMOOTHING = (0.25, 0.75)  # the previous and this frame's shape: no look-ahead, for live streams
 
@@ -48,6 +56,7 @@ class MouthConditioning:
         self.landmarks = avatar.landmarks()  # (N, 68, 2) frame pixels
         self.bank = np.arange(frames.start, frames.stop)
         self.bank_shapes = lip_shapes(self.landmarks[self.bank], avatar.boxes()[self.bank])
+        self.poses = face_poses(self.landmarks)  # of every frame: references are matched to their targets
         mel = avatar.mel()
         self.voice = mel.mean(axis=0), mel.std(axis=0)  # where the running normalisation starts
 
@@ -62,7 +71,21 @@ class MouthConditioning:
         return stream.take()[1]
 
     def picker(self) -> ReferencePicker:
-        return ReferencePicker(self.model, self.mean_shape, self.rest_shape, self.bank, self.bank_shapes)
+        return ReferencePicker(self.model, self.mean_shape, self.rest_shape, self.bank, self.bank_shapes, self.poses[self.bank])
+
+
+def face_poses(landmarks: np.ndarray) -> np.ndarray:
+    """(N, 2 * len(`ALIGN_POINTS`)) head pose as the paste sees it: the points it aligns
+    faces on, centred, scaled to unit size and turned level. What differs between two
+    frames' poses is what the paste's alignment cannot undo: the head turned or nodding."""
+    points = landmarks[:, ALIGN_POINTS].astype(np.float32)
+    points = points - points.mean(axis=1, keepdims=True)
+    points = points / np.sqrt((points**2).sum(axis=(1, 2)) / len(ALIGN_POINTS))[:, None, None]
+    across = points[:, ALIGN_POINTS.index(15)] - points[:, ALIGN_POINTS.index(1)]
+    angle = -np.arctan2(across[:, 1], across[:, 0])
+    cos, sin = np.cos(angle)[:, None], np.sin(angle)[:, None]
+    level = np.stack([cos * points[..., 0] - sin * points[..., 1], sin * points[..., 0] + cos * points[..., 1]], axis=-1)
+    return level.reshape(len(points), -1).astype(np.float32)
 
 
 class MouthStream:
@@ -115,15 +138,19 @@ def settle(shapes: np.ndarray, speaking: np.ndarray, rest_shape: np.ndarray, pre
 
 class ReferencePicker:
     """Chooses a reference frame per output frame, one frame at a time (usable live), from
-    the ``frames`` of a bank whose lip shapes are ``shapes``."""
+    the ``frames`` of a bank whose lip shapes are ``shapes`` and head poses ``poses``
+    (`face_poses`)."""
 
-    def __init__(self, model: MouthModel, mean_shape: np.ndarray, rest_shape: np.ndarray, frames: np.ndarray, shapes: np.ndarray):
+    def __init__(self, model: MouthModel, mean_shape: np.ndarray, rest_shape: np.ndarray, frames: np.ndarray, shapes: np.ndarray, poses: np.ndarray):
         self.model, self.mean_shape = model, mean_shape
         self.weights = np.ones(model.config.num_coefficients, np.float32)
         self.weights[0] = OPENING_WEIGHT
-        self.bank, self.coefficients = frames, self.project(shapes)
+        self.bank, self.coefficients, self.poses = frames, self.project(shapes), poses
         self.rest = self.project(rest_shape[None])[0]
-        self.margin = MARGIN * float(model.scale[0])
+        opening_std = float(model.scale[0])
+        self.margin = MARGIN * opening_std
+        spread = float(np.median(np.linalg.norm(poses - np.median(poses, axis=0), axis=1))) if len(poses) else 1.0
+        self.pose_unit = opening_std / max(spread, 1e-6)  # per unit of pose distance
         self.previous: int | None = None  # index into bank
 
     def project(self, shapes: np.ndarray) -> np.ndarray:
@@ -133,13 +160,16 @@ class ReferencePicker:
             change = torch.from_numpy((shapes - self.mean_shape).astype(np.float32))
             return (self.model.coefficients(change) * self.model.scale).numpy() * self.weights
 
-    def __call__(self, shape: np.ndarray) -> int:
-        """The avatar frame to take the mouth from for the wanted (40,) lip ``shape``."""
+    def __call__(self, shape: np.ndarray, pose: np.ndarray) -> int:
+        """The avatar frame to take the mouth from for the wanted (40,) lip ``shape``, to be
+        pasted on a frame whose head pose is ``pose``."""
         wanted = self.project(shape[None])[0]
+        resting = np.allclose(wanted, self.rest)
         cost = np.linalg.norm(self.coefficients - wanted, axis=1)
+        weight = POSE_WEIGHT if resting else POSE_WEIGHT_SPEECH
+        cost = cost + weight * self.pose_unit * np.linalg.norm(self.poses - pose, axis=1)
         best = int(np.argmin(cost))
         if self.previous is not None:
-            resting = np.allclose(wanted, self.rest)
             follow = [self.previous] if resting else [self.previous + 1, self.previous]
             for candidate in follow:
                 if (
@@ -153,6 +183,15 @@ class ReferencePicker:
         return int(self.bank[best])
 
 
+def mouth_region(points: np.ndarray) -> np.ndarray:
+    """The outline of the region `paste_mouth` takes, from a frame's 68 ``points``: `MOUTH_REGION`
+    with the jaw points pulled towards the lips (`JAW_REACH`)."""
+    region = points[MOUTH_REGION].astype(np.float32)
+    centre = points[LIPS].mean(axis=0)
+    region[: len(JAW)] = centre + JAW_REACH * (region[: len(JAW)] - centre)
+    return region
+
+
 def paste_mouth(target: np.ndarray, target_points: np.ndarray, reference: np.ndarray, reference_points: np.ndarray, face_side: float) -> np.ndarray:
     """Paste the mouth region of the ``reference`` frame onto the ``target`` frame (in place,
     returned). Points are each frame's 68 landmarks in its own pixels; ``face_side`` is the
@@ -164,8 +203,8 @@ def paste_mouth(target: np.ndarray, target_points: np.ndarray, reference: np.nda
     matrix, _ = cv2.estimateAffinePartial2D(reference_points[ALIGN_POINTS], target_points[ALIGN_POINTS], method=cv2.LMEDS)
     if matrix is None:
         return target
-    moved = reference_points[MOUTH_REGION] @ matrix[:, :2].T + matrix[:, 2]
-    hull = cv2.convexHull(np.concatenate([target_points[MOUTH_REGION], moved]).astype(np.float32))[:, 0]
+    moved = mouth_region(reference_points) @ matrix[:, :2].T + matrix[:, 2]
+    hull = cv2.convexHull(np.concatenate([mouth_region(target_points), moved]).astype(np.float32))[:, 0]
     grow, blur = max(1, round(DILATE * face_side)), max(1, round(FEATHER * face_side))
     h, w = target.shape[:2]
     x1, y1 = np.floor(hull.min(axis=0)).astype(int) - 2 * grow - 3 * blur

@@ -43,11 +43,13 @@ FEATURE_CONTEXT_FRAMES = 25  # features recomputed before the first new frame, s
 
 
 class MouthReferences:
-    """Mouth conditioning of one utterance: the reference frame for each output frame."""
+    """Mouth conditioning of one utterance: the wanted lip shape of each output frame as
+    its audio arrives, then, once the frame it is drawn on is known, the reference frame."""
 
     def __init__(self, lipsync: LipSync):
         self.shapes = lipsync.mouth.stream()
         self.pick = lipsync.mouth.picker()
+        self.poses = lipsync.mouth.poses
 
     def push(self, samples: np.ndarray) -> None:
         self.shapes.push(samples)
@@ -59,8 +61,11 @@ class MouthReferences:
     def num_frames(self) -> int | None:
         return self.shapes.features.num_frames
 
-    def take(self) -> list[int]:
-        return [self.pick(shape) for shape in self.shapes.take()[1]]
+    def take(self) -> list[np.ndarray]:
+        return list(self.shapes.take()[1])
+
+    def for_frame(self, shape: np.ndarray, source: int) -> int:
+        return self.pick(shape, self.poses[source])
 
 
 class AudioWindows:
@@ -103,6 +108,9 @@ class AudioWindows:
         self.taken = ready
         return list(windows)
 
+    def for_frame(self, window: np.ndarray, source: int) -> np.ndarray:
+        return window
+
 
 def lookahead_seconds(lipsync: LipSync) -> float:
     """Audio past a frame's time that its conditioning needs before it can be drawn."""
@@ -131,7 +139,7 @@ class Utterance:
     conditioning: MouthReferences | AudioWindows
     received_after: list[int] = field(default_factory=list)  # samples received once each chunk had arrived
     arrival_times: list[float] = field(default_factory=list)  # ... and when it arrived
-    ready: deque = field(default_factory=deque)  # conditioning of frames made ready but not shown yet
+    ready: deque = field(default_factory=deque)  # conditioning of frames made ready but not shown yet (see `for_frame`)
     next_ready: int = 0  # index of the frame ready[0] belongs to
     first_tick: int | None = None  # the tick its frame 0 was shown at
     last: object = None  # the conditioning shown last, held if audio runs late
@@ -246,7 +254,7 @@ class LiveSession:
                     utterance.last = utterance.ready.popleft()
                     utterance.next_ready += 1
                 index = min(due, utterance.next_ready - 1)
-                conditioning, arrival = utterance.last, utterance.arrival_of(index)
+                conditioning, arrival = utterance.conditioning.for_frame(utterance.last, source), utterance.arrival_of(index)
                 if utterance.done:
                     self.utterances.popleft()
                     events.append({"type": "utterance_ended", "utterance": utterance.number, "frames": utterance.next_ready, "interrupted": False})

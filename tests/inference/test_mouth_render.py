@@ -8,7 +8,7 @@ import pytest
 
 from synctalk2d.face.lip_shape import aperture, lip_shapes
 from synctalk2d.inference.lipsync import LipSync
-from synctalk2d.inference.mouth import paste_mouth, settle
+from synctalk2d.inference.mouth import face_poses, paste_mouth, settle
 from synctalk2d.media.audio import load_audio
 from tests.conftest import fixture_path
 
@@ -20,11 +20,15 @@ def lipsync(mouth_avatar):
     return LipSync(mouth_avatar.root)
 
 
-def test_silence_gives_the_rest_shape_and_one_still_reference(lipsync):
+def test_silence_gives_the_rest_shape_and_few_closed_references(lipsync, mouth_avatar):
+    """In silence every frame wants the rest shape; the mouth drawn is a closed one, held,
+    and changed only now and then as the head moves (so its chin stays under the face)."""
     shapes = lipsync.audio_features(np.zeros(2 * 16000, np.float32))
     np.testing.assert_allclose(shapes, np.repeat(lipsync.mouth.rest_shape[None], len(shapes), 0), atol=1e-6)
     references = np.concatenate([refs for _, refs in lipsync.chunks(shapes, np.arange(len(shapes)) % 50)])
-    assert len(set(references.tolist())) == 1
+    assert np.count_nonzero(np.diff(references)) <= len(references) // 6  # a change every 6 frames at most
+    openings = aperture(lip_shapes(mouth_avatar.landmarks(), mouth_avatar.boxes()))
+    assert (openings[references] <= np.percentile(openings[lipsync.mouth.bank], 35)).all()
 
 
 def test_settling_in_chunks_equals_settling_at_once():
@@ -49,9 +53,38 @@ def test_picked_mouth_opens_when_the_wanted_shape_opens(lipsync, mouth_avatar):
     picks = {}
     for name, wanted in (("closed", closed), ("wide", wide)):
         pick = lipsync.mouth.picker()
-        picks[name] = pick(wanted)
+        picks[name] = pick(wanted, lipsync.mouth.poses[0])
     all_shapes = lip_shapes(mouth_avatar.landmarks(), mouth_avatar.boxes())
     assert aperture(all_shapes[picks["wide"]]) > aperture(all_shapes[picks["closed"]]) + 0.5 * (aperture(wide) - aperture(closed))
+
+
+def test_head_pose_ignores_what_the_paste_aligns_and_sees_a_turn(mouth_avatar):
+    """Moving, scaling and rolling a face leave its pose as it was (the paste's alignment
+    undoes those); squeezing one side, as a turned head does, changes it."""
+    points = mouth_avatar.landmarks()[:1]
+    angle = np.deg2rad(10)
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]], np.float32)
+    moved = (points - 400) @ rotation.T * 1.3 + 420
+    np.testing.assert_allclose(face_poses(moved), face_poses(points), atol=1e-4)
+    turned = points.copy()
+    centre = turned[0, 30, 0]  # the nose tip
+    turned[0, :, 0] = np.where(turned[0, :, 0] < centre, centre - 0.8 * (centre - turned[0, :, 0]), turned[0, :, 0])
+    assert np.linalg.norm(face_poses(turned) - face_poses(points)) > 0.05
+
+
+def test_in_silence_the_resting_mouth_comes_from_a_frame_posed_like_the_target(lipsync):
+    """One resting mouth held over a moving head would slide its chin beside the target's:
+    in silence the picker weighs the head pose too, so its references sit closer in pose
+    to the frames they are pasted on than those of a picker that ignores pose."""
+    mouth, rest = lipsync.mouth, lipsync.mouth.rest_shape
+    aware, blind = mouth.picker(), mouth.picker()
+    blind.pose_unit = 0.0
+    targets = mouth.bank[:: max(1, len(mouth.bank) // 12)]
+
+    def mean_distance(picker):
+        return np.mean([np.linalg.norm(mouth.poses[picker(rest, mouth.poses[t])] - mouth.poses[t]) for t in targets])
+
+    assert mean_distance(aware) < 0.8 * mean_distance(blind)
 
 
 def test_pasted_mouth_changes_the_mouth_and_keeps_the_rest(lipsync, mouth_avatar):
