@@ -35,6 +35,7 @@ from synctalk2d.models.checkpoint import (
     load_audio_encoder,
     load_checkpoint,
     load_unet,
+    retrain_hint,
     trained_stem,
 )
 from synctalk2d.progress import console
@@ -87,13 +88,13 @@ class LipSync:
 
     def _check_matches_avatar(self, stage: str) -> None:
         """A checkpoint copied from another avatar would paste the wrong face: refuse it."""
-        state = load_checkpoint(trained_stem(self.avatar.root, stage)).state
-        trained_on = state.get("avatar")
+        stem = trained_stem(self.avatar.root, stage)
+        trained_on = load_checkpoint(stem).state.get("avatar")
         info = self.avatar.info
         if trained_on and (trained_on.get("created"), trained_on.get("num_frames")) != (info.created, info.num_frames):
             raise UserError(
                 f"the {stage} model in {self.avatar.root} was trained on another avatar "
-                f"({trained_on.get('source')}, {trained_on.get('created')}); train this avatar again"
+                f"({trained_on.get('source')}, {trained_on.get('created')}); {retrain_hint(stem)}"
             )
 
     def _calibration_samples(self) -> tuple[torch.Tensor, np.ndarray]:

@@ -120,25 +120,35 @@ def trained_stem(avatar_root: str | Path, stage: str) -> Path:
     raise UserError(f"{avatar_root} is not trained ({stage} has no checkpoint): run `synctalk2d train --avatar {avatar_root}`")
 
 
+def retrain_hint(stem: Path) -> str:
+    """What to do about a checkpoint this synctalk2d cannot use: an avatar's stage is
+    retrained after deleting it (`train` skips a stage it finds complete); anything else
+    (a prior, a file given by path) is made again."""
+    stem = Path(stem)
+    if stem.parent.parent.name == "checkpoints":
+        return f"delete {stem.parent} and run `synctalk2d train --avatar {stem.parent.parent.parent}` again"
+    return "make it again with this version of synctalk2d"
+
+
 def _restore(model: torch.nn.Module, checkpoint: Checkpoint, stem: Path) -> torch.nn.Module:
     try:
         model.load_state_dict(checkpoint.weights, strict=True)
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0]
-        raise UserError(f"{stem}.safetensors does not match the model its config describes ({first}); train this avatar again") from e
+        raise UserError(f"{stem}.safetensors does not match the model its config describes ({first}); {retrain_hint(stem)}") from e
     return model.eval()
 
 
 def _model_config(checkpoint: Checkpoint, stem: Path, kind: str, config_class: type | None = None) -> Any:
     """The checkpoint's model config as ``config_class``, after checking it is a ``kind``."""
     if checkpoint.config.get("kind") != kind:
-        raise UserError(f"{stem}.safetensors holds a {checkpoint.config.get('kind')!r} model, expected {kind!r}; train this avatar again")
+        raise UserError(f"{stem}.safetensors holds a {checkpoint.config.get('kind')!r} model, expected {kind!r}; {retrain_hint(stem)}")
     if config_class is None:
         return None
     try:
         return config_class.from_dict(checkpoint.config.get("model", {}))
     except (TypeError, ValueError) as e:
-        raise UserError(f"{stem}.safetensors has a model config this synctalk2d cannot build ({e}); train this avatar again") from e
+        raise UserError(f"{stem}.safetensors has a model config this synctalk2d cannot build ({e}); {retrain_hint(stem)}") from e
 
 
 def load_unet(avatar_root: str | Path) -> torch.nn.Module:

@@ -399,12 +399,10 @@ def run(avatar: Avatar, config, splits, runtime, seconds: float | None, show_pro
 
 def load_avatar_mouth(avatar_root: str | Path) -> tuple[MouthModel, np.ndarray, np.ndarray, float]:
     """The avatar's mouth model, mean lip shape, rest lip shape and motion gain (stage ``mouth``)."""
-    from synctalk2d.models.checkpoint import stage_dir, trained_stem
+    from synctalk2d.models.checkpoint import retrain_hint, trained_stem
 
-    model, state = load_mouth_model(trained_stem(avatar_root, "mouth"))
+    stem = trained_stem(avatar_root, "mouth")
+    model, state = load_mouth_model(stem)
     if "motion_gain" not in state:
-        raise UserError(
-            f"{avatar_root}'s mouth model was trained by an older synctalk2d: delete {stage_dir(Path(avatar_root), 'mouth')} "
-            f"and run `synctalk2d train --avatar {avatar_root}` again (a minute)"
-        )
+        raise UserError(f"{avatar_root}'s mouth model was trained by an older synctalk2d: {retrain_hint(stem)}")
     return model, np.asarray(state["mean_shape"], np.float32), np.asarray(state["rest_shape"], np.float32), float(state["motion_gain"])

@@ -71,8 +71,10 @@ def test_untrained_avatar_and_damaged_checkpoint_are_clear_errors(tmp_path):
 def test_checkpoint_of_another_model_is_a_clear_error(tmp_path):
     model, _ = _trained_toy()
     save_checkpoint(tmp_path / "checkpoints" / "unet" / "best", model, {"kind": "toy", "model": {}})
-    with pytest.raises(UserError, match="holds a 'toy' model"):
+    with pytest.raises(UserError, match="holds a 'toy' model") as error:
         load_unet(tmp_path)
+    # `train` skips a stage it finds complete, so the way out names the directory to delete
+    assert f"delete {tmp_path / 'checkpoints' / 'unet'} and run `synctalk2d train --avatar {tmp_path}` again" in str(error.value)
 
 
 def test_syncnet_of_a_loaded_record_is_the_syncnet_load_syncnet_returns(tmp_path):
