@@ -10,10 +10,9 @@
    70 % (prior-only r on the same tail next to it); on the same tail, the opening of the
    wanted shapes as rendering settles them and of the recorded frames the reference picker
    takes from the first 70 % for the frames it is drawn on (how much of the model's r the
-   picker keeps); and the tail's
-   speech rendered as `evaluate` does (onto the first 70 %'s frames, mouths from them),
-   with dlib run on the rendered and the real tail: the rendered r on every clip, far
-   less noisy than part 2's two 5 s tails.
+   picker keeps); and the tail's speech rendered as `evaluate` does (onto the first 70 %'s
+   frames, mouths from them), with dlib run on the rendered and the real tail: the
+   rendered r on every clip, far less noisy than part 2's two 5 s tails.
 2. ``rendered``: for speaker_20s and mimictalk_german_20s, the default
    ``synctalk2d train --minutes M --holdout-seconds 5`` with a prior that never saw that
    speaker, then `synctalk2d evaluate`: rendered r against the mouth model's own r, silence
@@ -134,7 +133,8 @@ def score_mouth_model(clips: list[Clip], workdir: Path, render: bool = True) -> 
             gain = motion_gain(chosen.model, head, mean)
             wanted, _ = settle(amplify(predict_shapes(chosen.model, tail.windows, mean), mean, gain), tail.speech, rest)
             cut = len(head.shapes)
-            poses = face_poses(Avatar.open(workdir / "pool" / clip.name).landmarks())
+            avatar = Avatar.open(workdir / "pool" / clip.name)
+            poses = face_poses(avatar.landmarks())
             picker = ReferencePicker(chosen.model, mean, rest, np.arange(cut), head.shapes, poses[:cut])
             targets = frame_schedule(len(wanted), cut, start=0, loop_back=False)  # the frames `evaluate` draws on
             references = [picker(shape, poses[target]) for shape, target in zip(wanted, targets)]
@@ -152,7 +152,7 @@ def score_mouth_model(clips: list[Clip], workdir: Path, render: bool = True) -> 
                 "tail_picked_over_real_std": float(aperture(picked[tail.speech]).std() / aperture(tail.shapes[tail.speech]).std()),
             }
             if render:
-                per_clip[clip.name]["tail_rendered_r"] = rendered_tail_r(Avatar.open(workdir / "pool" / clip.name), cut, references)
+                per_clip[clip.name]["tail_rendered_r"] = rendered_tail_r(avatar, cut, references)
     column = lambda key: float(np.mean([v[key] for v in per_clip.values()]))  # noqa: E731
     return {
         "clips": len(per_clip),

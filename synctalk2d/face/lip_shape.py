@@ -30,12 +30,16 @@ def lip_shapes(landmarks: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """(N, 40) float32 lip shapes: points 48-67 in crop coordinates / crop side, centred on
     their centroid with the corners level; x then y per point."""
     points = crop_coordinates(landmarks, boxes)[:, LIPS] / CROP_SIZE
-    points = points - points.mean(axis=1, keepdims=True)
-    corner = points[:, CORNERS[1]] - points[:, CORNERS[0]]
-    angle = -np.arctan2(corner[:, 1], corner[:, 0])
+    return levelled(points - points.mean(axis=1, keepdims=True), *CORNERS).reshape(len(points), -1).astype(np.float32)
+
+
+def levelled(points: np.ndarray, left: int, right: int) -> np.ndarray:
+    """(N, P, 2) points turned about the origin so that point ``left`` -> ``right`` is level
+    in each frame: head roll drops out."""
+    across = points[:, right] - points[:, left]
+    angle = -np.arctan2(across[:, 1], across[:, 0])
     cos, sin = np.cos(angle)[:, None], np.sin(angle)[:, None]
-    level = np.stack([cos * points[..., 0] - sin * points[..., 1], sin * points[..., 0] + cos * points[..., 1]], axis=-1)
-    return level.reshape(len(points), -1).astype(np.float32)
+    return np.stack([cos * points[..., 0] - sin * points[..., 1], sin * points[..., 0] + cos * points[..., 1]], axis=-1)
 
 
 def aperture(shapes: np.ndarray) -> np.ndarray:

@@ -27,7 +27,7 @@ import torch
 from synctalk2d.audio.speech_features import SpeechFeatureStream
 from synctalk2d.audio.vad import VoiceActivity, frame_levels
 from synctalk2d.avatar import SAMPLES_PER_FRAME
-from synctalk2d.face.lip_shape import LIPS, lip_shapes
+from synctalk2d.face.lip_shape import LIPS, levelled, lip_shapes
 from synctalk2d.models.mouth import MouthModel
 from synctalk2d.training.mouth import load_avatar_mouth, predict_shapes
 
@@ -81,11 +81,7 @@ def face_poses(landmarks: np.ndarray) -> np.ndarray:
     points = landmarks[:, ALIGN_POINTS].astype(np.float32)
     points = points - points.mean(axis=1, keepdims=True)
     points = points / np.sqrt((points**2).sum(axis=(1, 2)) / len(ALIGN_POINTS))[:, None, None]
-    across = points[:, ALIGN_POINTS.index(15)] - points[:, ALIGN_POINTS.index(1)]
-    angle = -np.arctan2(across[:, 1], across[:, 0])
-    cos, sin = np.cos(angle)[:, None], np.sin(angle)[:, None]
-    level = np.stack([cos * points[..., 0] - sin * points[..., 1], sin * points[..., 0] + cos * points[..., 1]], axis=-1)
-    return level.reshape(len(points), -1).astype(np.float32)
+    return levelled(points, ALIGN_POINTS.index(1), ALIGN_POINTS.index(15)).reshape(len(points), -1).astype(np.float32)
 
 
 class MouthStream:
