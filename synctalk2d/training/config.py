@@ -63,6 +63,7 @@ class UNetStageConfig(StageConfig):
     sync_weight: float = 10.0
     sync_warmup_steps: int = 200  # the sync weight ramps up from 0 over these first steps
     min_sync_accuracy: float = 0.6  # below this SyncNet validation accuracy the sync loss is off
+    min_sync_val_seconds: float = 10.0  # ... and when that accuracy rests on less validation video
     image_every: int = 200  # steps between predicted-vs-real image grids in TensorBoard
 
 

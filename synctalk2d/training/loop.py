@@ -389,6 +389,7 @@ class Trainer:
         val = {k: v / max(count, 1) for k, v in totals.items()}
         for k, v in val.items():
             self.writer.add_scalar(f"val/{k}", v, self.step)
+        self.state["val_frames"] = count  # what the validation figures rest on (the U-Net's sync gate reads it)
         if self.step == 0:
             self.state["best_val"] = val["loss"]
         elif val["loss"] < self.state["best_val"]:

@@ -14,10 +14,14 @@ draws is noise, and at full weight its gradient drowns the L1 signal (measured o
 
 An expert that cannot tell in-sync from off-sync pairs on its validation frames (accuracy
 below ``min_sync_accuracy``; typical when the video is short and it memorised its training
-frames), or whose stage never beat its untrained start (``learned: false``), is not used
-at all: on speaker_20s (13.5 s of training video, SyncNet at 51 %) its gradient kept the
-U-Net's L1 at 0.20-0.22 for 168 steps, where L1 alone falls to 0.10 in 40. The sync term
-is still logged, for comparison. The gate reads the record of the very checkpoint the
+frames), whose accuracy rests on less than ``min_sync_val_seconds`` of validation video, or
+whose stage never beat its untrained start (``learned: false``), is not used at all. A
+few seconds of validation video cannot tell a lip-sync expert from a lucky one (on the 5 s
+sample the same training steps land anywhere from chance to two thirds from run to run), and
+a lucky expert let through steers the generator away from its L1 target instead of towards
+sync, on a CPU and on a GPU alike. On speaker_20s (13.5 s of training video, SyncNet at
+51 %) its gradient kept the U-Net's L1 at 0.20-0.22 for 168 steps, where L1 alone falls to
+0.10 in 40. The sync term is still logged, for comparison. The gate reads the record of the very checkpoint the
 stage loads, and the U-Net's checkpoints keep that record (config ``syncnet``).
 
 The frozen expert always runs in fp32, as it was trained and gated, even where the U-Net
@@ -33,7 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from synctalk2d.avatar import Avatar
+from synctalk2d.avatar import FPS, Avatar
 from synctalk2d.face.crop import mask_lower_face
 from synctalk2d.models.checkpoint import load_checkpoint, syncnet_of, trained_stem
 from synctalk2d.models.perceptual import PerceptualLoss, load_vgg19
@@ -71,7 +75,7 @@ class UNetStage(Stage):
         self.model_config = model_config.to_dict()
         stem = trained_stem(avatar.root, "syncnet")
         syncnet = load_checkpoint(stem)  # gated on and used: one record, one set of weights
-        self.sync_weight = self._usable_sync_weight(syncnet.state, runtime)
+        self.sync_weight = self._usable_sync_weight(syncnet.state, len(splits.val), runtime)
         self.syncnet = _frozen(syncnet_of(syncnet, stem)).to(runtime.device, memory_format=torch.channels_last)
         expert = {"checkpoint": stem.name, "step": syncnet.state.get("step"), "accuracy": syncnet.state.get("val", {}).get("accuracy"),
                   "learned": syncnet.state.get("learned"), "sync_weight": self.sync_weight}  # fmt: skip
@@ -87,15 +91,23 @@ class UNetStage(Stage):
         self.train_set = ReferenceMaskedFrames(crops, features, config.feature_type, splits.train, stage.jitter, stage.flip)
         self.val_set = ReferenceMaskedFrames(crops, features, config.feature_type, splits.val)
 
-    def _usable_sync_weight(self, state: dict[str, Any], runtime: Runtime) -> float:
+    def _usable_sync_weight(self, state: dict[str, Any], val_frames: int, runtime: Runtime) -> float:
         """The configured sync weight, or 0 when the SyncNet's record (``state`` of the
         checkpoint this stage loads) says its verdict would be noise: it never beat its
-        untrained start, or it is near chance on its validation frames (see the module docstring)."""
+        untrained start, it is near chance on its validation frames, or there were too few
+        of those for its accuracy to mean anything (see the module docstring). ``val_frames``:
+        this avatar's validation block, for records that predate ``val_frames``."""
         accuracy = state.get("val", {}).get("accuracy")
+        seconds = state.get("val_frames", val_frames) / FPS
         if state.get("learned") is False or not state.get("step"):  # step 0: kept as best before `learned` existed
             why = "did not learn (its validation loss never beat its untrained start)"
         elif accuracy is None:
             why = "has no validation accuracy (its stage has not finished)"
+        elif seconds < self.config.min_sync_val_seconds:
+            why = (
+                f"was validated on {seconds:.1f} s of video (< {self.config.min_sync_val_seconds:g} s), "
+                f"too little to tell whether its {accuracy:.0%} accuracy there is more than luck"
+            )
         elif accuracy < self.config.min_sync_accuracy:
             why = f"tells in-sync from off-sync pairs in only {accuracy:.0%} of its validation frames (< {self.config.min_sync_accuracy:.0%})"
         else:
