@@ -172,7 +172,7 @@ def test_unet_sync_weight_ramps_up(trained, tmp_path, monkeypatch):
     stage.step = warmup  # past the ramp, the sync term enters the loss at the full weight
     batch = to_device([torch.stack(items) for items in zip(*(stage.train_set[i, (0, i)] for i in range(2)))], torch.device("cpu"))
     loss, metrics = stage.loss(stage.model, batch)
-    assert metrics["sync_weight"] == full and float(loss) == pytest.approx(float(metrics["l1"] + full * metrics["sync"]), rel=1e-5)
+    assert metrics["sync_weight"] == full and loss.detach().item() == pytest.approx((metrics["l1"] + full * metrics["sync"]).item(), rel=1e-5)
 
     gate = load_checkpoint(trained[0] / "checkpoints" / "unet" / "latest").config["syncnet"]["sync_weight"]
     _, logged = scalars(trained[0], "unet", "train/sync_weight")
