@@ -21,8 +21,9 @@ sample the same training steps land anywhere from chance to two thirds from run 
 a lucky expert let through steers the generator away from its L1 target instead of towards
 sync, on a CPU and on a GPU alike. On speaker_20s (13.5 s of training video, SyncNet at
 51 %) its gradient kept the U-Net's L1 at 0.20-0.22 for 168 steps, where L1 alone falls to
-0.10 in 40. The sync term is still logged, for comparison. The gate reads the record of the very checkpoint the
-stage loads, and the U-Net's checkpoints keep that record (config ``syncnet``).
+0.10 in 40. The sync term is still logged, for comparison. The gate reads the record of
+the very checkpoint the stage loads, and the U-Net's checkpoints keep that record (config
+``syncnet``).
 
 The frozen expert always runs in fp32, as it was trained and gated, even where the U-Net
 runs under bf16 autocast: in bf16 its in-sync and off-sync cosines do not separate (see
@@ -101,20 +102,24 @@ class UNetStage(Stage):
         seconds = state.get("val_frames", val_frames) / FPS
         if state.get("learned") is False or not state.get("step"):  # step 0: kept as best before `learned` existed
             why = "did not learn (its validation loss never beat its untrained start)"
+            remedy = "more video, or a longer syncnet stage, fixes this"
         elif accuracy is None:
             why = "has no validation accuracy (its stage has not finished)"
+            remedy = "finish the syncnet stage first"
         elif seconds < self.config.min_sync_val_seconds:
             why = (
                 f"was validated on {seconds:.1f} s of video (< {self.config.min_sync_val_seconds:g} s), "
                 f"too little to tell whether its {accuracy:.0%} accuracy there is more than luck"
             )
+            remedy = "more training video fixes this"
         elif accuracy < self.config.min_sync_accuracy:
             why = f"tells in-sync from off-sync pairs in only {accuracy:.0%} of its validation frames (< {self.config.min_sync_accuracy:.0%})"
+            remedy = "more video, or a longer syncnet stage, fixes this"
         else:
             return self.config.sync_weight
         if runtime.is_main:
             console.print(
-                f"unet: the SyncNet {why}, so its verdict would be noise: training without the sync loss (more video, or a longer syncnet stage, fixes this)",
+                f"unet: the SyncNet {why}, so its verdict would be noise: training without the sync loss ({remedy})",
                 soft_wrap=True,
             )
         return 0.0
