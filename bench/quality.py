@@ -5,9 +5,12 @@
 1. ``mouth_model``: the speaker-independent prior scored leave-one-speaker-out on every
    speaking clip of ``../shared/data/mouth-pool`` and ``../shared/fixtures``: for each
    speaker a prior is trained on all *other* speakers (`train_prior`, the same code as
-   `synctalk2d mouth-prior`) and its mouth-opening r is measured on that speaker's clips.
+   `synctalk2d mouth-prior`) and its mouth-opening r is measured on that speaker's clips:
+   as recorded, and at the clip's own audio-video alignment (`cross_fitted_r`: the offset
+   `av_offset` finds on one half of the clip scores the other half).
    Per-avatar adaptation is scored on each clip's last 30 % after adapting on its first
-   70 % (prior-only r on the same tail next to it); on the same tail, the opening of the
+   70 % as stage `mouth` does (realigned by the offset found there, which the tail is then
+   scored at; prior-only r on the same tail next to it); on the same tail, the opening of the
    wanted shapes as rendering settles them and of the recorded frames the reference picker
    takes from the first 70 % for the frames it is drawn on (how much of the model's r the
    picker keeps); and the tail's speech rendered as `evaluate` does (onto the first 70 %'s
@@ -50,6 +53,7 @@ from synctalk2d.training.mouth import (
     PriorConfig,
     adapt,
     aperture_r,
+    av_offset,
     choose,
     load_mouth_model,
     motion_gain,
@@ -75,7 +79,24 @@ def speaker(name: str) -> str:
 
 
 def prior_without(clips: list[Clip], held_out: str) -> torch.nn.Module:
-    return train_prior([c for c in clips if speaker(c.name) != held_out])
+    return train_prior([c for c in clips if speaker(c.name) != held_out])[0]
+
+
+def aligned_r(predicted: np.ndarray, real: np.ndarray, offset: int) -> float:
+    """Opening r of ``predicted`` against ``real`` whose picture trails the sound by ``offset`` frames."""
+    return correlation_by_lag(real, predicted, abs(offset))[offset]
+
+
+def cross_fitted_r(model: MouthModel, clip: Clip) -> float:
+    """The prior's opening r on ``clip`` at the clip's own audio-video alignment, with no
+    peeking: the offset `av_offset` finds on each half of the clip scores the other half."""
+    half = len(clip.shapes) // 2
+    parts = [Clip(clip.name, clip.windows[s], clip.shapes[s], clip.speech[s]) for s in (slice(0, half), slice(half, None))]
+    mean = clip.shapes.mean(axis=0)
+    predicted = [aperture(predict_shapes(model, p.windows, mean)) for p in parts]
+    real = [aperture(p.shapes) for p in parts]
+    offsets = [av_offset(p, r) for p, r in zip(predicted, real)]
+    return float(np.mean([aligned_r(predicted[i], real[i], offsets[1 - i]) for i in (0, 1)]))
 
 
 def tail_split(clip: Clip) -> tuple[Clip, Clip]:
@@ -84,10 +105,10 @@ def tail_split(clip: Clip) -> tuple[Clip, Clip]:
     return part(slice(0, cut)), part(slice(cut, None))
 
 
-def rendered_tail_r(avatar: Avatar, cut: int, references: list[int]) -> float:
+def rendered_tail_r(avatar: Avatar, cut: int, references: list[int], offset: int) -> float:
     """Mouth-opening r, both measured by dlib, of the tail frames ``cut``.. against those
     frames' audio rendered as `evaluate` does: mouths ``references`` pasted onto the frames
-    from 0 on."""
+    from 0 on; at the recording's audio-video ``offset``."""
     landmarks, boxes = avatar.landmarks(), avatar.boxes()
     sources = frame_schedule(len(references), cut, start=0, loop_back=False)
     rendered, real = Detected(), Detected()
@@ -97,13 +118,13 @@ def rendered_tail_r(avatar: Avatar, cut: int, references: list[int]) -> float:
         frame = paste_mouth(avatar.frame(source), landmarks[source], avatar.frame(reference), landmarks[reference], side)
         rendered.add(frame, boxes[source], rendered_tracker)
         real.add(avatar.frame(cut + k), boxes[cut + k], real_tracker)
-    return correlation_by_lag(mouth_aperture(rendered.arrays()[1]), mouth_aperture(real.arrays()[1]), 0)[0]
+    return aligned_r(mouth_aperture(rendered.arrays()[1]), mouth_aperture(real.arrays()[1]), offset)
 
 
 def cached_prior(clips: list[Clip], held_out: str, stem: Path) -> MouthModel:
     """The prior trained without ``held_out``'s clips, trained once per work directory (again
     when the prior's training settings or architecture have changed since)."""
-    settings = {"held_out_speaker": held_out, "prior_config": asdict(PriorConfig()), "model": MouthModelConfig().to_dict()}
+    settings = {"held_out_speaker": held_out, "prior_config": asdict(PriorConfig()), "model": MouthModelConfig().to_dict(), "pool_realigned": True}
     if stem.with_suffix(".safetensors").is_file():
         model, state = load_mouth_model(stem)
         if all(state.get(key) == value for key, value in settings.items()):
@@ -120,11 +141,16 @@ def score_mouth_model(clips: list[Clip], workdir: Path, render: bool = True) -> 
         prior = cached_prior(clips, held_out, workdir / "priors" / f"loso_without_{held_out}")
         for clip in (c for c in clips if speaker(c.name) == held_out):
             torch.manual_seed(0)  # each clip's adaptation draws the same, whether its prior was cached or not
-            head, tail = tail_split(clip)
-            mean = head.shapes.mean(axis=0)
             own = copy.deepcopy(prior)  # the prior as shipped: the pool's average amount of movement
             prior_r = aperture_r(own, clip, clip.shapes.mean(axis=0))
-            own.scale.copy_(speaker_scale(own, head.shapes, mean))  # what stage `mouth` does first
+            prior_r_aligned = cross_fitted_r(own, clip)
+            head, tail = tail_split(clip)
+            # what stage `mouth` does: realign the head where the prior finds an offset, then
+            # adapt; the tail is scored at that offset (it is the same recording)
+            offset = av_offset(aperture(predict_shapes(own, head.windows, head.shapes.mean(axis=0))), aperture(head.shapes))
+            head = head.realigned(offset)
+            mean = head.shapes.mean(axis=0)
+            own.scale.copy_(speaker_scale(own, head.shapes, mean))
             adapted, _ = adapt(own, head, mean, stage)
             chosen = choose(own, head, mean, stage)  # what stage `mouth` keeps
             # what rendering makes of it: shapes settled (rest in silence, smoothed), then the
@@ -132,33 +158,38 @@ def score_mouth_model(clips: list[Clip], workdir: Path, render: bool = True) -> 
             rest = rest_shape_of(head)
             gain = motion_gain(chosen.model, head, mean)
             wanted, _ = settle(amplify(predict_shapes(chosen.model, tail.windows, mean), mean, gain), tail.speech, rest)
-            cut = len(head.shapes)
+            cut = int(len(clip.shapes) * ADAPT_SHARE)
+            bank = np.arange(cut)
             avatar = Avatar.open(workdir / "pool" / clip.name)
             poses = face_poses(avatar.landmarks())
-            picker = ReferencePicker(chosen.model, mean, rest, np.arange(cut), head.shapes, poses[:cut])
+            picker = ReferencePicker(chosen.model, mean, rest, bank, clip.shapes[:cut], poses[:cut])
             targets = frame_schedule(len(wanted), cut, start=0, loop_back=False)  # the frames `evaluate` draws on
             references = [picker(shape, poses[target]) for shape, target in zip(wanted, targets)]
-            picked = head.shapes[references]
+            picked = clip.shapes[references]
+            real, speaking = aperture(tail.shapes), tail.speech
+            models = {"tail_prior_r": own, "tail_adapted_r": adapted, "tail_stage_r": chosen.model}
             per_clip[clip.name] = {
                 "prior_r": prior_r,
-                "tail_prior_r": aperture_r(own, tail, mean),
-                "tail_adapted_r": aperture_r(adapted, tail, mean),
-                "tail_stage_r": aperture_r(chosen.model, tail, mean),
+                "prior_r_aligned": prior_r_aligned,
+                "picture_delay_frames": offset,
+                **{key: aligned_r(aperture(predict_shapes(m, tail.windows, mean)), real, offset) for key, m in models.items()},
                 "stage_kept_adapted": chosen.learned,
-                "tail_wanted_r": correlation_by_lag(aperture(wanted), aperture(tail.shapes), 0)[0],
-                "tail_picked_r": correlation_by_lag(aperture(picked), aperture(tail.shapes), 0)[0],
+                "tail_wanted_r": aligned_r(aperture(wanted), real, offset),
+                "tail_picked_r": aligned_r(aperture(picked), real, offset),
                 "motion_gain": gain,
-                "tail_wanted_over_real_std": float(aperture(wanted[tail.speech]).std() / aperture(tail.shapes[tail.speech]).std()),
-                "tail_picked_over_real_std": float(aperture(picked[tail.speech]).std() / aperture(tail.shapes[tail.speech]).std()),
+                "tail_wanted_over_real_std": float(aperture(wanted[speaking]).std() / real[speaking].std()),
+                "tail_picked_over_real_std": float(aperture(picked[speaking]).std() / real[speaking].std()),
             }
             if render:
-                per_clip[clip.name]["tail_rendered_r"] = rendered_tail_r(avatar, cut, references)
+                per_clip[clip.name]["tail_rendered_r"] = rendered_tail_r(avatar, cut, references, offset)
     column = lambda key: float(np.mean([v[key] for v in per_clip.values()]))  # noqa: E731
     return {
         "clips": len(per_clip),
         "speakers": len({speaker(n) for n in per_clip}),
         "mean_r_leave_one_speaker_out": column("prior_r"),
         "median_r": float(np.median([v["prior_r"] for v in per_clip.values()])),
+        "mean_r_leave_one_speaker_out_aligned": column("prior_r_aligned"),
+        "clips_out_of_sync": sum(v["picture_delay_frames"] != 0 for v in per_clip.values()),
         "tail_mean_r_prior": column("tail_prior_r"),
         "tail_mean_r_adapted": column("tail_adapted_r"),
         "tail_mean_r_stage": column("tail_stage_r"),

@@ -38,6 +38,7 @@ from synctalk2d.media.audio import SAMPLE_RATE
 from synctalk2d.media.writer import VideoWriter
 from synctalk2d.models.checkpoint import load_syncnet
 from synctalk2d.progress import progress_bar
+from synctalk2d.training.mouth import picture_delay
 
 MAX_SYNC_OFFSET = 5  # frames searched either way by the SyncNet offset search
 LAGS = 10  # mouth-opening correlation is reported at lags -10..+10 frames
@@ -104,10 +105,12 @@ def evaluate(avatar_dir: str | Path, preview: str | Path | None = None, silence_
 
     real_crops, real_landmarks = clips["real"].arrays()
     syncnet = load_syncnet(avatar.root) if lipsync.conditioning == "audio" else None  # the mouth conditioning trains no sync expert
+    # a recording whose picture trails its sound is compared with the render at that delay
+    delay = picture_delay(avatar.root) if lipsync.conditioning == "mouth" else 0
     speech = {}
     for name, clip in clips.items():
         crops, landmarks = clip.arrays()
-        speech[name] = _speech_metrics(crops, landmarks, real_crops, real_landmarks)
+        speech[name] = _speech_metrics(crops, landmarks, real_crops, real_landmarks, delay)
         speech[name]["mouth_sharpness"] = metrics.mean_sharpness(crops, _mouth_regions(real_landmarks))
         speech[name]["mouth_movement"] = float(metrics.mouth_aperture(landmarks).std())
         if syncnet is not None:
@@ -121,13 +124,17 @@ def evaluate(avatar_dir: str | Path, preview: str | Path | None = None, silence_
         "avatar": str(avatar.root),
         "conditioning": lipsync.conditioning,
         "held_out": {"first_frame": int(tail[0]), "frames": int(len(tail)), "seconds": len(tail) / FPS},
+        "picture_delay_frames": delay,
         "speech": speech,
         "silence": {name: _stillness(*clip.arrays()) for name, clip in silence.items()},
     }
     if lipsync.conditioning == "mouth":  # the mouth model's own prediction: the ceiling for the render
         wanted = aperture(features)
         real = metrics.mouth_aperture(avatar.landmarks()[tail])
-        report["mouth_model"] = {"mouth_aperture_r": metrics.correlation_by_lag(wanted, real, 0)[0], "r_by_lag": metrics.correlation_by_lag(wanted, real, LAGS)}
+        report["mouth_model"] = {
+            "mouth_aperture_r": metrics.correlation_by_lag(wanted, real, abs(delay))[-delay],
+            "r_by_lag": metrics.correlation_by_lag(wanted, real, LAGS),
+        }
     for name in ("generated", "unchanged"):
         generated_aperture = metrics.mouth_aperture(clips[name].arrays()[1])
         speech[name]["r_by_lag"] = metrics.correlation_by_lag(generated_aperture, metrics.mouth_aperture(real_landmarks), LAGS)
@@ -171,15 +178,17 @@ def _mouth_regions(real_landmarks: np.ndarray) -> list[tuple[slice, slice]]:
     return out
 
 
-def _speech_metrics(crops, landmarks, real_crops, real_landmarks) -> dict:
+def _speech_metrics(crops, landmarks, real_crops, real_landmarks, delay: int) -> dict:
+    """PSNR/SSIM/LMD frame by frame; the opening r with the real lips ``delay`` frames later."""
     regions = _mouth_regions(real_landmarks)
     psnrs = [metrics.psnr(c[r], rc[r]) for c, rc, r in zip(crops, real_crops, regions)]
     ssims = [metrics.ssim(c[r], rc[r]) for c, rc, r in zip(crops, real_crops, regions)]
-    r0, lag = metrics.lagged_correlation(metrics.mouth_aperture(landmarks), metrics.mouth_aperture(real_landmarks))
+    generated, real = metrics.mouth_aperture(landmarks), metrics.mouth_aperture(real_landmarks)
+    _, lag = metrics.lagged_correlation(generated, real)
     return {
         "mouth_psnr_db": float(np.mean(psnrs)),
         "mouth_ssim": float(np.mean(ssims)),
-        "mouth_aperture_r": r0,
+        "mouth_aperture_r": metrics.correlation_by_lag(generated, real, abs(delay))[-delay],
         "best_lag": lag,
         "lmd_percent_face_width": metrics.landmark_distance(landmarks, real_landmarks),
     }

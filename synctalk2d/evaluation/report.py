@@ -11,7 +11,7 @@ from rich.table import Table
 SPEECH_ROWS = [
     ("mouth_psnr_db", "mouth PSNR (dB)", "higher is better"),
     ("mouth_ssim", "mouth SSIM", "higher is better"),
-    ("mouth_aperture_r", "mouth opening r", "vs real, lag 0; 1 is perfect"),
+    ("mouth_aperture_r", "mouth opening r", "vs real, in sync; 1 is perfect"),
     ("best_lag", "best lag (frames)", "0 is in sync"),
     ("lmd_percent_face_width", "mouth LMD (% face width)", "lower is better"),
     ("mouth_movement", "mouth movement", "std of the opening while speaking; near real moves naturally, low mumbles"),
@@ -55,6 +55,12 @@ def print_report(report: dict, console: Console | None = None) -> None:
     console = console or (Console() if sys.stdout.isatty() else Console(width=120))
     held = report["held_out"]
     console.print(f"[bold]{report['avatar']}[/bold]: held-out tail of {held['seconds']:.1f} s ({held['frames']} frames from frame {held['first_frame']})")
+    delay = report.get("picture_delay_frames", 0)
+    if delay:
+        console.print(
+            f"the recording's picture {'trails' if delay > 0 else 'leads'} its sound by {abs(delay)} frames: "
+            "the real lips are compared at that delay (opening r and the lags below are otherwise as recorded)"
+        )
     if "mouth_model" in report:
         console.print(f"mouth model alone: mouth opening r {report['mouth_model']['mouth_aperture_r']:.3f} (the ceiling for the rendered r)")
     console.print(_table("Held-out speech (generated vs. baselines)", SPEECH_ROWS, report["speech"]))

@@ -7,6 +7,12 @@ few seconds of video cannot drag it far from what it knows about speech. The ada
 is kept only if it beats the prior on the avatar's validation block (mouth-opening
 correlation); otherwise the prior is kept and the run says so.
 
+Recordings are often out of sync: in more than half of the pool the picture trails or leads
+the sound by 80 ms or more (VoxCeleb-style crops, re-encoded demo videos). A model trained on
+such pairs learns a smeared mapping, so the prior's pool and each avatar are first
+realigned (`av_offset`): the lag at which a predictor that never saw the clip follows its
+mouth best.
+
 Also recorded for rendering: the avatar's mean lip shape (what coefficients are relative
 to) and its rest shape (mean of the frames the voice-activity rule calls silent).
 """
@@ -24,8 +30,9 @@ import torch
 
 from synctalk2d.audio.speech_features import frame_windows, normalised_mel
 from synctalk2d.audio.vad import voice_activity
-from synctalk2d.avatar import Avatar
+from synctalk2d.avatar import FPS, Avatar
 from synctalk2d.errors import UserError
+from synctalk2d.evaluation.metrics import correlation_by_lag
 from synctalk2d.face.lip_shape import aperture, lip_shapes
 from synctalk2d.models.checkpoint import save_checkpoint
 from synctalk2d.models.mouth import LinearPredictor, MouthModel, MouthModelConfig
@@ -40,6 +47,8 @@ MIN_REST_FRAMES = 8
 CV_FOLDS = 3  # blocks of the avatar that decide whether adaptation helps
 MAX_MOTION_GAIN = 2.5  # the most the predicted movement is scaled up to the avatar's own (see `motion_gain`)
 OPENING_WEIGHT = 3.0  # loss weight of the first coefficient (the opening) against 1 for the others
+MAX_AV_OFFSET = 6  # frames (240 ms) either way searched for a recording's audio-video offset
+MIN_OFFSET_GAIN = 0.05  # an offset is corrected only where it raises the opening r by this much over none
 
 
 @dataclass
@@ -72,6 +81,26 @@ class Clip:
         speech = voice_activity(wav, len(shapes))
         frames = frames or range(len(shapes))
         return cls(avatar.root.name, windows[frames.start : frames.stop], shapes[frames.start : frames.stop], speech[frames.start : frames.stop])
+
+    def realigned(self, offset: int) -> Clip:
+        """The clip with each frame's speech (window, voice activity) paired with the lips
+        ``offset`` frames later: a recording whose picture trails its sound by ``offset``
+        frames (leads it, when negative), put back in sync. The frames at the ends that lose
+        their partner are dropped."""
+        if offset == 0:
+            return self
+        sound, picture = (slice(0, -offset), slice(offset, None)) if offset > 0 else (slice(-offset, None), slice(0, offset))
+        return Clip(self.name, self.windows[sound], self.shapes[picture], self.speech[sound])
+
+
+def av_offset(predicted: np.ndarray, real: np.ndarray) -> int:
+    """By how many frames a recording's picture trails its sound (negative: leads it), from
+    a predicted and the real per-frame mouth opening: the lag within `MAX_AV_OFFSET` at which
+    they correlate best, or 0 where that beats no lag by less than `MIN_OFFSET_GAIN` (a
+    short clip's correlations wander by about that much from lag to lag)."""
+    by_lag = correlation_by_lag(real, predicted, MAX_AV_OFFSET)  # lag L: real[t + L] against predicted[t]
+    best = max(by_lag, key=lambda lag: np.nan_to_num(by_lag[lag], nan=-1.0))
+    return best if np.nan_to_num(by_lag[best] - by_lag[0], nan=0.0) >= MIN_OFFSET_GAIN else 0
 
 
 def aperture_r(model: MouthModel, clip: Clip, mean_shape: np.ndarray) -> float:
@@ -158,35 +187,62 @@ def warp_bands(windows: torch.Tensor, amount: float) -> torch.Tensor:
     return take(low) * (1 - t) + take(high) * t
 
 
-@torch.no_grad()
-def fit_ridge(predictor: LinearPredictor, windows: np.ndarray, targets: np.ndarray, strength: float) -> None:
-    """Set ``predictor`` to the ridge regression of ``targets`` on its block averages of
-    ``windows`` (features standardised for the penalty, then folded into the weights)."""
-    features = predictor.features(torch.from_numpy(windows)).double().numpy()
+def ridge_solution(features: np.ndarray, targets: np.ndarray, strength: float) -> tuple[np.ndarray, np.ndarray]:
+    """(weight (F, K), bias (K,)) of the ridge regression of ``targets`` on ``features``
+    (features standardised for the penalty, then folded into the weights)."""
     mean, std = features.mean(axis=0), features.std(axis=0) + 1e-6
     standard = (features - mean) / std
     target_mean = targets.mean(axis=0)
     solution = np.linalg.solve(standard.T @ standard + strength * np.eye(standard.shape[1]), standard.T @ (targets - target_mean))
-    weight = solution / std[:, None]  # (features, K)
+    weight = solution / std[:, None]
+    return weight, target_mean - mean @ weight
+
+
+@torch.no_grad()
+def fit_ridge(predictor: LinearPredictor, windows: np.ndarray, targets: np.ndarray, strength: float) -> None:
+    """Set ``predictor`` to the ridge regression of ``targets`` on its block averages of ``windows``."""
+    weight, bias = ridge_solution(predictor.features(torch.from_numpy(windows)).double().numpy(), targets, strength)
     predictor.linear.weight.copy_(torch.from_numpy(weight.T))
-    predictor.linear.bias.copy_(torch.from_numpy(target_mean - mean @ weight))
+    predictor.linear.bias.copy_(torch.from_numpy(bias))
 
 
 # -- the prior -----------------------------------------------------------------------
 
 
-def train_prior(clips: list[Clip], config: PriorConfig | None = None, model_config: MouthModelConfig | None = None, show_progress: bool = False) -> MouthModel:
-    """A speaker-independent prior from ``clips``: PCA of every clip's lip-shape changes
-    (each clip relative to its own mean shape), then both predictors on all clips pooled,
-    each clip's coefficients in units of that clip's own std, so that people who move
-    their lips a little count as much as those who move them a lot: the linear one in
-    closed form, the convolutional one by `fit` with `warp_bands`. The prior's ``scale``
-    is the mean of those stds: the movement it assumes for a speaker it knows nothing of."""
+def pool_offsets(clips: list[Clip], basis: np.ndarray, model_config: MouthModelConfig, strength: float) -> list[int]:
+    """Each clip's audio-video offset (`av_offset`), judged by a ridge regression of the
+    mouth opening fitted on all the *other* clips (each clip's opening in units of its own std)."""
+    if len(clips) < 2:
+        return [0] * len(clips)
+    blocks = LinearPredictor(model_config)
+    features = [blocks.features(torch.from_numpy(c.windows)).double().numpy() for c in clips]
+    openings = [(c.shapes - c.shapes.mean(axis=0)) @ basis[0] for c in clips]
+    openings = [o / max(o.std(), 1e-6) for o in openings]
+    offsets = []
+    for i in range(len(clips)):
+        others = [j for j in range(len(clips)) if j != i]
+        weight, bias = ridge_solution(np.concatenate([features[j] for j in others]), np.concatenate([openings[j] for j in others])[:, None], strength)
+        offsets.append(av_offset((features[i] @ weight + bias)[:, 0], openings[i]))
+    return offsets
+
+
+def train_prior(
+    clips: list[Clip], config: PriorConfig | None = None, model_config: MouthModelConfig | None = None, show_progress: bool = False
+) -> tuple[MouthModel, dict[str, int]]:
+    """A speaker-independent prior from ``clips``, and the audio-video offset each clip was
+    realigned by (`pool_offsets`) before training on it: PCA of every clip's lip-shape
+    changes (each clip relative to its own mean shape), then both predictors on all clips
+    pooled, each clip's coefficients in units of that clip's own std, so that people who
+    move their lips a little count as much as those who move them a lot: the linear one in
+    closed form, the convolutional one by `fit` with `warp_bands`. The prior's ``scale`` is
+    the mean of those stds: the movement it assumes for a speaker it knows nothing of."""
     config, model_config = config or PriorConfig(), model_config or MouthModelConfig()
     torch.manual_seed(config.seed)
-    changes = [c.shapes - c.shapes.mean(axis=0) for c in clips]
-    _, _, components = np.linalg.svd(np.concatenate(changes), full_matrices=False)
+    _, _, components = np.linalg.svd(np.concatenate([c.shapes - c.shapes.mean(axis=0) for c in clips]), full_matrices=False)
     basis = components[: model_config.num_coefficients]
+    offsets = pool_offsets(clips, basis, model_config, config.ridge_strength)
+    clips = [c.realigned(offset) for c, offset in zip(clips, offsets)]
+    changes = [c.shapes - c.shapes.mean(axis=0) for c in clips]
     stds = [np.maximum((d @ basis.T).std(axis=0), 1e-6) for d in changes]
     model = MouthModel(model_config)
     model.basis.copy_(torch.from_numpy(basis))
@@ -206,7 +262,7 @@ def train_prior(clips: list[Clip], config: PriorConfig | None = None, model_conf
         show_progress=show_progress,
         label="mouth prior",
     )
-    return model
+    return model, {c.name: offset for c, offset in zip(clips, offsets)}
 
 
 def speaker_scale(model: MouthModel, shapes: np.ndarray, mean_shape: np.ndarray) -> torch.Tensor:
@@ -240,9 +296,10 @@ def build_prior(videos: list[Path], workdir: Path, output: Path = PRIOR_PATH, co
     clips = pool_clips(videos, workdir, show_progress)
     if not clips:
         raise UserError("none of the given videos could be used to train the mouth prior")
-    model = train_prior(clips, config, show_progress=show_progress)
+    model, offsets = train_prior(clips, config, show_progress=show_progress)
     record = {
         "clips": [c.name for c in clips],
+        "picture_delay_frames": offsets,  # per clip: how far its picture trailed its sound (`av_offset`)
         "frames": int(sum(len(c.shapes) for c in clips)),
         "prior_config": asdict(config),
         "note": "speaker-independent audio -> lip-shape prior; see MODEL_CARD.md beside this file",
@@ -346,7 +403,8 @@ def run(avatar: Avatar, config, splits, runtime, seconds: float | None, show_pro
     """Adapt the prior to ``avatar``, keeping the adapted model only if it predicts the
     mouth opening of unseen stretches of the avatar better than the prior does, and save
     it with the avatar's mean and rest lip shapes (`choose`: cross-validated on the frames
-    before the held-out tail)."""
+    before the held-out tail). The recording is first put back in sync where the prior
+    finds its picture trailing or leading its sound (`av_offset`)."""
     from synctalk2d.models.checkpoint import stage_dir
     from synctalk2d.training.loop import StageResult
 
@@ -355,6 +413,14 @@ def run(avatar: Avatar, config, splits, runtime, seconds: float | None, show_pro
     torch.manual_seed(config.seed)
     prior = load_prior(Path(config.mouth_prior) if config.mouth_prior else PRIOR_PATH)
     whole = Clip.of(avatar, range(0, splits.val.stop))
+    offset = av_offset(aperture(predict_shapes(prior, whole.windows, whole.shapes.mean(axis=0))), aperture(whole.shapes))
+    if offset:
+        console.print(
+            f"mouth: this recording's picture {'trails' if offset > 0 else 'leads'} its sound by {abs(offset) * 1000 / FPS:.0f} ms "
+            f"({abs(offset)} frames); training pairs each frame with the sound it was spoken with",
+            soft_wrap=True,
+        )
+    whole = whole.realigned(offset)
     mean_shape = whole.shapes.mean(axis=0)
     rest_shape = rest_shape_of(whole)
     prior.scale.copy_(speaker_scale(prior, whole.shapes, mean_shape))  # this person's amount of movement
@@ -387,6 +453,7 @@ def run(avatar: Avatar, config, splits, runtime, seconds: float | None, show_pro
         "mean_shape": mean_shape.tolist(),
         "rest_shape": rest_shape.tolist(),
         "motion_gain": gain,
+        "picture_delay_frames": offset,
         "avatar": {"source": avatar.info.source, "created": avatar.info.created, "num_frames": avatar.info.num_frames},
         "stage_config": asdict(stage),
     }
@@ -395,6 +462,14 @@ def run(avatar: Avatar, config, splits, runtime, seconds: float | None, show_pro
         for name in ("best", "latest"):
             save_checkpoint(directory / name, model, {"kind": "mouth", "model": model.config.to_dict()}, state=state)
     return result
+
+
+def picture_delay(avatar_root: str | Path) -> int:
+    """How many frames the avatar's recorded picture trails its sound (leads it, when
+    negative), as stage ``mouth`` found it."""
+    from synctalk2d.models.checkpoint import load_checkpoint, trained_stem
+
+    return int(load_checkpoint(trained_stem(avatar_root, "mouth")).state.get("picture_delay_frames", 0))
 
 
 def load_avatar_mouth(avatar_root: str | Path) -> tuple[MouthModel, np.ndarray, np.ndarray, float]:

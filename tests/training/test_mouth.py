@@ -15,7 +15,7 @@ from synctalk2d.media.audio import load_audio
 from synctalk2d.models.checkpoint import trained_stem
 from synctalk2d.models.mouth import LinearPredictor, MouthModelConfig
 from synctalk2d.training.config import MouthStageConfig
-from synctalk2d.training.mouth import Clip, PriorConfig, fit, fit_ridge, load_prior, predict_shapes, train_prior, warp_bands
+from synctalk2d.training.mouth import Clip, PriorConfig, av_offset, fit, fit_ridge, load_prior, predict_shapes, train_prior, warp_bands
 from tests.conftest import fixture_path
 
 pytestmark = pytest.mark.slow
@@ -50,7 +50,8 @@ def test_adaptation_lowers_the_error_on_real_landmarks(talk_b_avatar):
 def test_prior_training_fits_both_predictors_on_real_speech(talk_b_avatar):
     torch.manual_seed(0)
     clip = Clip.of(talk_b_avatar)
-    model = train_prior([clip], PriorConfig(epochs=4))
+    model, offsets = train_prior([clip], PriorConfig(epochs=4))
+    assert offsets == {clip.name: 0}  # one clip: nothing else to judge its sync by
     x = torch.from_numpy(clip.windows)
     truth = aperture(clip.shapes)
     with torch.no_grad():
@@ -58,6 +59,26 @@ def test_prior_training_fits_both_predictors_on_real_speech(talk_b_avatar):
             opening = aperture(clip.shapes.mean(axis=0) + model.shape_change(predictor(x)).numpy())
             assert np.corrcoef(opening, truth)[0, 1] > 0.3  # each learned the clip it was fitted on
         assert torch.allclose(model(x), (model.conv(x) + model.linear(x)) / 2)
+
+
+@pytest.mark.parametrize("delay", [4, -3])
+def test_av_offset_finds_how_far_the_picture_trails_the_sound(talk_b_avatar, delay):
+    """A copy of real speech whose lips come ``delay`` frames late (early, when negative)
+    is found out of sync by that many frames more than the original, and `realigned` pairs
+    each sound with its own lips again."""
+    prior = load_prior()
+    clip = Clip.of(talk_b_avatar)
+    sound, picture = (slice(delay, None), slice(0, -delay)) if delay > 0 else (slice(0, delay), slice(-delay, None))
+    shifted = Clip(clip.name, clip.windows[sound], clip.shapes[picture], clip.speech[sound])
+
+    def offset(c):
+        return av_offset(aperture(predict_shapes(prior, c.windows, c.shapes.mean(axis=0))), aperture(c.shapes))
+
+    assert offset(shifted) - offset(clip) == delay
+    realigned = shifted.realigned(delay)
+    for a, b in zip(realigned.windows, realigned.shapes):  # every window is back with the lips recorded with it
+        (k,) = np.flatnonzero((clip.windows == a).all(axis=(1, 2)))[:1]
+        assert np.array_equal(clip.shapes[k], b)
 
 
 def test_ridge_fit_recovers_a_linear_function_of_the_block_averages(talk_b_avatar):
@@ -103,6 +124,7 @@ def test_stage_records_shapes_and_whether_it_beat_the_prior(mouth_avatar):
     rest, mean = np.array(state["rest_shape"]), np.array(state["mean_shape"])
     assert rest.shape == mean.shape == (40,)
     assert aperture(rest) < aperture(mean)  # at rest the mouth is more closed than on average
+    assert state["picture_delay_frames"] == 0  # talk_b's picture and sound are in sync
 
 
 def test_motion_gain_restores_the_speakers_amount_of_movement(talk_b_avatar):
