@@ -124,7 +124,7 @@ def rendered_tail_r(avatar: Avatar, cut: int, references: list[int], offset: int
 def cached_prior(clips: list[Clip], held_out: str, stem: Path) -> MouthModel:
     """The prior trained without ``held_out``'s clips, trained once per work directory (again
     when the prior's training settings or architecture have changed since)."""
-    settings = {"held_out_speaker": held_out, "prior_config": asdict(PriorConfig()), "model": MouthModelConfig().to_dict(), "pool_realigned": True}
+    settings = {"held_out_speaker": held_out, "prior_config": asdict(PriorConfig()), "model": MouthModelConfig().to_dict(), "pool_realigned": "best lag"}
     if stem.with_suffix(".safetensors").is_file():
         model, state = load_mouth_model(stem)
         if all(state.get(key) == value for key, value in settings.items()):

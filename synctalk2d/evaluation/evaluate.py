@@ -10,7 +10,10 @@ numbers mean something:
 
 Frames are compared in landmark-aligned crop space (each frame's own crop box, resized to
 328x328), so differences in head position between source frames and the tail do not count
-as mouth errors. Mouth landmarks come from the same dlib tracker for every video.
+as mouth errors. Mouth landmarks come from the same dlib tracker for every video, gap-filled
+and smoothed as preprocessing does for the avatar's own landmarks, which the mouth model's
+r is measured against: the render and its ceiling are measured alike, and dlib's
+frame-to-frame jitter on a small or bearded face is not counted as the render's.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from synctalk2d.avatar import CROP_SIZE, FPS, SAMPLES_PER_FRAME
 from synctalk2d.errors import UserError
 from synctalk2d.evaluation import metrics
 from synctalk2d.face.crop import crop_face, model_crop
-from synctalk2d.face.landmarks import FaceTracker, fill_missing
+from synctalk2d.face.landmarks import FaceTracker, fill_missing, smooth
 from synctalk2d.face.lip_shape import aperture
 from synctalk2d.inference.lipsync import LipSync
 from synctalk2d.inference.schedule import frame_schedule
@@ -66,7 +69,7 @@ class Clip:
         missing = np.isnan(landmarks).any(axis=(1, 2))
         if missing.all():
             raise UserError("no face could be found in the rendered frames; the avatar is not usable")
-        return np.stack(self.crops), fill_missing(landmarks, ~missing)  # the rule preprocess uses
+        return np.stack(self.crops), smooth(fill_missing(landmarks, ~missing))  # the rule preprocess uses
 
 
 def evaluate(avatar_dir: str | Path, preview: str | Path | None = None, silence_seconds: float = 4.0, show_progress: bool = True, **runtime) -> dict:
