@@ -1,21 +1,28 @@
 """Lip-sync quality of the mouth conditioning, as JSON on stdout.
 
-    python bench/quality.py [--workdir DIR] [--minutes 30] [--skip-render] [--skip-mouth]
+    python bench/quality.py [--workdir DIR] [--minutes 30] [--landmarks mediapipe|dlib]
+                            [--folds N] [--prior-only] [--skip-render] [--skip-mouth]
 
-1. ``mouth_model``: the speaker-independent prior scored leave-one-speaker-out on every
-   speaking clip of ``../shared/data/mouth-pool`` and ``../shared/fixtures``: for each
-   speaker a prior is trained on all *other* speakers (`train_prior`, the same code as
-   `synctalk2d mouth-prior`) and its mouth-opening r is measured on that speaker's clips:
-   as recorded, and at the clip's own audio-video alignment (`cross_fitted_r`: the offset
-   `av_offset` finds on one half of the clip scores the other half).
+Every opening r is Pearson's r of the mouth opening **at lag 0** against the real frames;
+best lags and r at a recording's found delay are diagnostics beside it.
+
+1. ``mouth_model``: the speaker-independent prior scored on speakers it never saw, over
+   every speaking clip of ``../shared/data/mouth-pool`` and ``../shared/fixtures``
+   (speakers from the pool's ``speakers.tsv``; each fixture is its own speaker): for each
+   speaker (``--folds N``: each of N groups of speakers) a prior is trained on all *other*
+   speakers (`train_prior`, the same code as `synctalk2d mouth-prior`) and its opening r is
+   measured on the held-out clips: as recorded, per clip and per source, and at the clip's
+   own audio-video alignment (`cross_fitted_r`: the offset `av_offset` finds on one half
+   scores the other half). ``--prior-only`` stops there.
    Per-avatar adaptation is scored on each clip's last 30 % after adapting on its first
-   70 % as stage `mouth` does (realigned by the offset found there, which the tail is then
-   scored at; prior-only r on the same tail next to it); on the same tail, the opening of the
-   wanted shapes as rendering settles them and of the recorded frames the reference picker
-   takes from the first 70 % for the frames it is drawn on (how much of the model's r the
-   picker keeps); and the tail's speech rendered as `evaluate` does (onto the first 70 %'s
-   frames, mouths from them), with dlib run on the rendered and the real tail: the
-   rendered r on every clip, far less noisy than part 2's two 5 s tails.
+   70 % as stage `mouth` does (realigned where the offset rule finds evidence; its evidence
+   is reported); on the same tail, the opening of the wanted shapes as rendering settles
+   them and of the recorded frames the reference picker takes from the first 70 % for the
+   frames it is drawn on (with their best lags, and the picker's fidelity: picked r over
+   wanted r); and the tail's speech rendered as `evaluate` does (onto the first 70 %'s
+   frames, mouths from them), with the avatars' landmark model run on the rendered and the
+   real tail: the rendered r and its best lag on every clip. The shipped prior is scored on
+   ``mouth-eval-research/`` (research-only footage it never saw) beside it.
 2. ``rendered``: for speaker_20s and mimictalk_german_20s, the default
    ``synctalk2d train --minutes M --holdout-seconds 5`` with a prior that never saw that
    speaker, then `synctalk2d evaluate`: rendered r against the mouth model's own r, silence
@@ -35,27 +42,30 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import soundfile as sf
 import torch
 
+from synctalk2d.audio.vad import frame_activity, with_lead
 from synctalk2d.avatar import Avatar
 from synctalk2d.evaluation.evaluate import Clip as Detected
 from synctalk2d.evaluation.evaluate import evaluate
-from synctalk2d.evaluation.metrics import correlation_by_lag, mouth_aperture
-from synctalk2d.face.landmarks import FaceTracker
+from synctalk2d.evaluation.metrics import mouth_aperture
+from synctalk2d.face.landmarks import DEFAULT_LANDMARKS, LANDMARK_MODELS, landmark_detector
 from synctalk2d.face.lip_shape import aperture
 from synctalk2d.inference.mouth import ReferencePicker, amplify, face_poses, paste_mouth, settle
 from synctalk2d.inference.schedule import frame_schedule
 from synctalk2d.models.checkpoint import save_checkpoint
 from synctalk2d.models.mouth import MouthModel, MouthModelConfig
+from synctalk2d.timing import MAX_AV_OFFSET, MIN_OFFSET_GAIN, av_offset, best_lag, correlation_by_lag, offset_evidence
 from synctalk2d.training.config import MouthStageConfig
 from synctalk2d.training.mouth import (
     Clip,
     PriorConfig,
     adapt,
     aperture_r,
-    av_offset,
     choose,
     load_mouth_model,
+    load_prior,
     motion_gain,
     pool_clips,
     predict_shapes,
@@ -69,13 +79,29 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 POOL = sorted((SHARED / "data" / "mouth-pool").glob("*.mp4")) + [
     SHARED / "fixtures" / f for f in ("talk_a.mp4", "talk_b.mp4", "talk_c.mp4", "talk_d.mp4", "talk_e.mp4", "speaker_20s.mp4")
 ]
-SAME_SPEAKER = {"pcavs_pose_source_741400163": "pcavs_audio_source_741400104"}  # per the pool's SOURCES.md
+RESEARCH = sorted((SHARED / "data" / "mouth-eval-research").glob("*.mp4"))
 RENDERED = ("speaker_20s", "mimictalk_german_20s")
 ADAPT_SHARE = 0.7
 
 
+def read_speakers(path: Path = SHARED / "data" / "mouth-pool" / "speakers.tsv") -> dict[str, str]:
+    """clip name -> speaker id, from the pool's ``speakers.tsv`` (clips of one person share an id)."""
+    rows = (line.split("\t") for line in path.read_text().splitlines() if line.strip() and not line.startswith("#"))
+    return {clip.strip(): who.strip() for clip, who in rows}
+
+
+SPEAKERS = read_speakers()
+FOLDS = 0  # 0: leave one speaker out; N: speakers dealt into N folds (`--folds`)
+
+
 def speaker(name: str) -> str:
-    return SAME_SPEAKER.get(name, name)
+    """The held-out unit of ``name``: its speaker (the fixtures are one speaker each), or the
+    fold its speaker is dealt into with ``--folds``."""
+    who = SPEAKERS.get(name, name)
+    if not FOLDS:
+        return who
+    ordered = sorted(set(SPEAKERS.values()) | {p.stem for p in POOL if p.stem not in SPEAKERS})
+    return f"fold{ordered.index(who) % FOLDS}"
 
 
 def prior_without(clips: list[Clip], held_out: str) -> torch.nn.Module:
@@ -105,26 +131,32 @@ def tail_split(clip: Clip) -> tuple[Clip, Clip]:
     return part(slice(0, cut)), part(slice(cut, None))
 
 
-def rendered_tail_r(avatar: Avatar, cut: int, references: list[int], offset: int) -> float:
-    """Mouth-opening r, both measured by dlib, of the tail frames ``cut``.. against those
-    frames' audio rendered as `evaluate` does: mouths ``references`` pasted onto the frames
-    from 0 on; at the recording's audio-video ``offset``."""
+def rendered_tail_r(avatar: Avatar, cut: int, references: list[int]) -> dict[int, float]:
+    """Mouth-opening r by lag, both measured by the avatar's landmark model, of the tail
+    frames ``cut``.. against those frames' audio rendered as `evaluate` does: mouths
+    ``references`` pasted onto the frames from 0 on (positive lag: the render is late)."""
     landmarks, boxes = avatar.landmarks(), avatar.boxes()
     sources = frame_schedule(len(references), cut, start=0, loop_back=False)
     rendered, real = Detected(), Detected()
-    rendered_tracker, real_tracker = FaceTracker(), FaceTracker()
+    rendered_tracker, real_tracker = landmark_detector(avatar.info.landmark_model), landmark_detector(avatar.info.landmark_model)
     for k, (source, reference) in enumerate(zip(sources, references)):
         side = float(boxes[source][2] - boxes[source][0])
         frame = paste_mouth(avatar.frame(source), landmarks[source], avatar.frame(reference), landmarks[reference], side)
         rendered.add(frame, boxes[source], rendered_tracker)
         real.add(avatar.frame(cut + k), boxes[cut + k], real_tracker)
-    return aligned_r(mouth_aperture(rendered.arrays()[1]), mouth_aperture(real.arrays()[1]), offset)
+    return correlation_by_lag(mouth_aperture(rendered.arrays()[1]), mouth_aperture(real.arrays()[1]), MAX_AV_OFFSET)
 
 
 def cached_prior(clips: list[Clip], held_out: str, stem: Path) -> MouthModel:
     """The prior trained without ``held_out``'s clips, trained once per work directory (again
     when the prior's training settings or architecture have changed since)."""
-    settings = {"held_out_speaker": held_out, "prior_config": asdict(PriorConfig()), "model": MouthModelConfig().to_dict(), "pool_realigned": "best lag"}
+    settings = {
+        "held_out_speaker": held_out,
+        "clips": sorted(c.name for c in clips),
+        "prior_config": asdict(PriorConfig()),
+        "model": MouthModelConfig().to_dict(),
+        "pool_realigned": f"on evidence, min gain {MIN_OFFSET_GAIN}",
+    }
     if stem.with_suffix(".safetensors").is_file():
         model, state = load_mouth_model(stem)
         if all(state.get(key) == value for key, value in settings.items()):
@@ -132,6 +164,54 @@ def cached_prior(clips: list[Clip], held_out: str, stem: Path) -> MouthModel:
     prior = prior_without(clips, held_out)
     save_checkpoint(stem, prior, {"kind": "mouth", "model": prior.config.to_dict()}, state=settings)
     return prior
+
+
+def score_prior_only(clips: list[Clip], workdir: Path) -> dict:
+    """Part 1's held-out prior alone: opening r at lag 0 as recorded, and at each clip's own
+    alignment (cross-fitted), per clip, per source and on average."""
+    per_clip = {}
+    for held_out in sorted({speaker(c.name) for c in clips}):
+        prior = cached_prior(clips, held_out, workdir / "priors" / f"loso_without_{held_out}")
+        for clip in (c for c in clips if speaker(c.name) == held_out):
+            per_clip[clip.name] = {"prior_r": aperture_r(prior, clip, clip.shapes.mean(axis=0)), "prior_r_aligned": cross_fitted_r(prior, clip)}
+    return {
+        "clips": len(per_clip),
+        "speakers": len({SPEAKERS.get(n, n) for n in per_clip}),
+        "mean_r_leave_one_speaker_out": float(np.mean([v["prior_r"] for v in per_clip.values()])),
+        "median_r": float(np.median([v["prior_r"] for v in per_clip.values()])),
+        "mean_r_leave_one_speaker_out_aligned": float(np.mean([v["prior_r_aligned"] for v in per_clip.values()])),
+        "mean_r_by_source": by_source({n: v["prior_r"] for n, v in per_clip.items()}),
+        "per_clip": per_clip,
+    }
+
+
+def timing_calibration(clips: list[Clip], workdir: Path, leads: range = range(0, 5)) -> dict:
+    """How early the mouth must start opening before the sound: for each voice-activity lead
+    (`audio.vad.with_lead`), the held-out prior's wanted shapes settled as rendering settles
+    them, against the real opening of every clip: mean r at lag 0 and the median best lag
+    (positive: the wanted mouth is late)."""
+    predicted, real, active, rests = {}, {}, {}, {}
+    for held_out in sorted({speaker(c.name) for c in clips}):
+        prior = cached_prior(clips, held_out, workdir / "priors" / f"loso_without_{held_out}")
+        for clip in (c for c in clips if speaker(c.name) == held_out):
+            avatar = Avatar.open(workdir / "pool" / clip.name)
+            wav, _ = sf.read(avatar.audio_path, dtype="float32")
+            predicted[clip.name] = predict_shapes(prior, clip.windows, clip.shapes.mean(axis=0))
+            real[clip.name] = aperture(clip.shapes)
+            active[clip.name] = frame_activity(wav, len(clip.shapes))
+            rests[clip.name] = rest_shape_of(clip)
+    out = {}
+    for lead in leads:
+        by_lag = {}
+        for name in predicted:
+            wanted, _ = settle(predicted[name], with_lead(active[name], len(real[name]), lead), rests[name])
+            by_lag[name] = correlation_by_lag(aperture(wanted), real[name], MAX_AV_OFFSET)
+        out[f"lead_{lead}_frames"] = {
+            "mean_r": float(np.mean([b[0] for b in by_lag.values()])),
+            "median_best_lag": float(np.median([best_lag(b) for b in by_lag.values()])),
+            "mean_best_lag": float(np.mean([best_lag(b) for b in by_lag.values()])),
+        }
+    return out
 
 
 def score_mouth_model(clips: list[Clip], workdir: Path, render: bool = True) -> dict:
@@ -145,9 +225,11 @@ def score_mouth_model(clips: list[Clip], workdir: Path, render: bool = True) -> 
             prior_r = aperture_r(own, clip, clip.shapes.mean(axis=0))
             prior_r_aligned = cross_fitted_r(own, clip)
             head, tail = tail_split(clip)
-            # what stage `mouth` does: realign the head where the prior finds an offset, then
-            # adapt; the tail is scored at that offset (it is the same recording)
-            offset = av_offset(aperture(predict_shapes(own, head.windows, head.shapes.mean(axis=0))), aperture(head.shapes))
+            # what stage `mouth` does: realign the head where the prior finds an offset on
+            # evidence, then adapt; the tail is scored at lag 0 against its real frames (and,
+            # as a diagnostic, at that offset)
+            evidence = offset_evidence(aperture(predict_shapes(own, head.windows, head.shapes.mean(axis=0))), aperture(head.shapes))
+            offset = evidence.offset()
             head = head.realigned(offset)
             mean = head.shapes.mean(axis=0)
             own.scale.copy_(speaker_scale(own, head.shapes, mean))
@@ -168,26 +250,37 @@ def score_mouth_model(clips: list[Clip], workdir: Path, render: bool = True) -> 
             picked = clip.shapes[references]
             real, speaking = aperture(tail.shapes), tail.speech
             models = {"tail_prior_r": own, "tail_adapted_r": adapted, "tail_stage_r": chosen.model}
+            by_lag = {"wanted": correlation_by_lag(aperture(wanted), real, MAX_AV_OFFSET), "picked": correlation_by_lag(aperture(picked), real, MAX_AV_OFFSET)}
             per_clip[clip.name] = {
                 "prior_r": prior_r,
                 "prior_r_aligned": prior_r_aligned,
                 "picture_delay_frames": offset,
-                **{key: aligned_r(aperture(predict_shapes(m, tail.windows, mean)), real, offset) for key, m in models.items()},
+                "offset_evidence": {"best_lag": evidence.best, "halves": list(evidence.halves), "gain": evidence.gain},
+                **{key: aligned_r(aperture(predict_shapes(m, tail.windows, mean)), real, 0) for key, m in models.items()},
+                "tail_stage_r_at_delay": aligned_r(aperture(predict_shapes(chosen.model, tail.windows, mean)), real, offset),
                 "stage_kept_adapted": chosen.learned,
-                "tail_wanted_r": aligned_r(aperture(wanted), real, offset),
-                "tail_picked_r": aligned_r(aperture(picked), real, offset),
+                "tail_wanted_r": by_lag["wanted"][0],
+                "tail_wanted_best_lag": best_lag(by_lag["wanted"]),
+                "tail_picked_r": by_lag["picked"][0],
+                "tail_picked_best_lag": best_lag(by_lag["picked"]),
                 "motion_gain": gain,
                 "tail_wanted_over_real_std": float(aperture(wanted[speaking]).std() / real[speaking].std()),
                 "tail_picked_over_real_std": float(aperture(picked[speaking]).std() / real[speaking].std()),
             }
             if render:
-                per_clip[clip.name]["tail_rendered_r"] = rendered_tail_r(avatar, cut, references, offset)
-    column = lambda key: float(np.mean([v[key] for v in per_clip.values()]))  # noqa: E731
+                rendered = rendered_tail_r(avatar, cut, references)
+                per_clip[clip.name] |= {"tail_rendered_r": rendered[0], "tail_rendered_best_lag": best_lag(rendered)}
+    # an r is nan where one side never moves (a tail the voice-activity rule calls silent
+    # throughout): such a mouth follows nothing, so it counts as 0; a ratio of stds over no
+    # speech frames is left out of its mean
+    column = lambda key: float(np.mean([np.nan_to_num(v[key]) if key.endswith("_r") else v[key] for v in per_clip.values()]))  # noqa: E731
+    ratio = lambda key: float(np.nanmean([v[key] for v in per_clip.values()]))  # noqa: E731
     return {
         "clips": len(per_clip),
-        "speakers": len({speaker(n) for n in per_clip}),
+        "speakers": len({SPEAKERS.get(n, n) for n in per_clip}),
         "mean_r_leave_one_speaker_out": column("prior_r"),
         "median_r": float(np.median([v["prior_r"] for v in per_clip.values()])),
+        "mean_r_by_source": by_source({n: v["prior_r"] for n, v in per_clip.items()}),
         "mean_r_leave_one_speaker_out_aligned": column("prior_r_aligned"),
         "clips_out_of_sync": sum(v["picture_delay_frames"] != 0 for v in per_clip.values()),
         "tail_mean_r_prior": column("tail_prior_r"),
@@ -197,11 +290,32 @@ def score_mouth_model(clips: list[Clip], workdir: Path, render: bool = True) -> 
         "tail_mean_r_wanted": column("tail_wanted_r"),
         "tail_mean_r_picked": column("tail_picked_r"),
         "mean_motion_gain": column("motion_gain"),
-        "tail_wanted_over_real_std": column("tail_wanted_over_real_std"),
-        "tail_picked_over_real_std": column("tail_picked_over_real_std"),
+        "tail_wanted_over_real_std": ratio("tail_wanted_over_real_std"),
+        "tail_picked_over_real_std": ratio("tail_picked_over_real_std"),
+        "tail_median_best_lag_wanted": float(np.median([v["tail_wanted_best_lag"] for v in per_clip.values()])),
+        "tail_median_best_lag_picked": float(np.median([v["tail_picked_best_lag"] for v in per_clip.values()])),
         "tail_mean_r_rendered": column("tail_rendered_r") if render else None,
+        "tail_median_best_lag_rendered": float(np.median([v["tail_rendered_best_lag"] for v in per_clip.values()])) if render else None,
+        "picker_fidelity": column("tail_picked_r") / column("tail_wanted_r"),
         "per_clip": per_clip,
     }
+
+
+def by_source(values: dict[str, float]) -> dict[str, float]:
+    """Mean of per-clip values by where the clips come from (the name's first word: grid, pcavs, ...)."""
+    groups: dict[str, list[float]] = {}
+    for name, value in values.items():
+        groups.setdefault(name.split("_")[0], []).append(value)
+    return {source: float(np.mean(v)) for source, v in sorted(groups.items())}
+
+
+def score_research(workdir: Path, landmarks: str) -> dict:
+    """The shipped prior (which never saw these clips) on ``mouth-eval-research/``: opening r
+    at lag 0 per clip. Research-only footage: scored, never trained on."""
+    clips = pool_clips(RESEARCH, workdir / "research", landmarks=landmarks)
+    prior = load_prior()
+    per_clip = {c.name: aperture_r(prior, c, c.shapes.mean(axis=0)) for c in clips}
+    return {"clips": len(per_clip), "mean_r": float(np.mean(list(per_clip.values()))), "per_clip": per_clip}
 
 
 def mouth_strip(avatar: Avatar, report_dir: Path, video: Path) -> None:
@@ -290,18 +404,30 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=30.0, help="the train budget of the rendered part (default: 30, as a user runs it)")
     parser.add_argument("--skip-mouth", action="store_true")
     parser.add_argument("--skip-render", action="store_true")
+    parser.add_argument("--prior-only", action="store_true", help="part 1's held-out prior r alone (no adaptation, picking or rendering)")
+    parser.add_argument("--landmarks", default=DEFAULT_LANDMARKS, choices=list(LANDMARK_MODELS), help="the landmark model the pool is preprocessed with")
+    parser.add_argument("--folds", type=int, default=0, help="hold out speakers N folds at a time instead of one by one (0: leave one speaker out)")
     args = parser.parse_args()
+    global FOLDS
+    FOLDS = args.folds
     torch.manual_seed(0)
     started = time.monotonic()
-    clips = pool_clips(POOL, args.workdir / "pool")
+    clips = pool_clips(POOL, args.workdir / "pool", landmarks=args.landmarks)
     result = {
         "machine": platform.processor() or platform.machine(),
         "torch_threads": torch.get_num_threads(),
         "pool_frames": int(sum(len(c.shapes) for c in clips)),
+        "landmark_model": LANDMARK_MODELS[args.landmarks],
+        "held_out": f"{args.folds} folds of speakers" if args.folds else "one speaker at a time",
     }
-    if not args.skip_mouth:
+    if args.prior_only:
+        result["mouth_model"] = score_prior_only(clips, args.workdir)
+    elif not args.skip_mouth:
         result["mouth_model"] = score_mouth_model(clips, args.workdir, render=not args.skip_render)
-    if not args.skip_render:
+    if not args.skip_mouth:
+        result["timing_calibration"] = timing_calibration(clips, args.workdir)
+        result["shipped_prior_on_research_clips"] = score_research(args.workdir, args.landmarks)
+    if not args.skip_render and not args.prior_only:
         result["rendered"] = score_rendered(clips, args.workdir, args.minutes)
     result["seconds"] = time.monotonic() - started
     print(json.dumps(result, indent=2))

@@ -71,18 +71,22 @@ def command(fn: Callable) -> Callable:
     return app.command()(run)
 
 
+LandmarksOption = typer.Option("mediapipe", "--landmarks", help="Landmark model: mediapipe (Apache-2.0, default) or dlib (iBUG 300-W, non-commercial terms).")
+
+
 @command
 def preprocess(
     video: Path = typer.Argument(..., help="Talking-head video (any format PyAV opens), ideally ~5 minutes."),
     avatar: Path = typer.Option(..., "--avatar", help="Directory to write the avatar to."),
     audio: Path | None = typer.Option(None, "--audio", help="Use this audio instead of the video's own track."),
     force: bool = typer.Option(False, "--force", help="Replace an existing complete avatar."),
+    landmarks: str = LandmarksOption,
     debug: bool = DebugOption,
 ) -> None:
     """Turn a video of a person talking into an avatar directory (frames, landmarks, crops, audio)."""
     from synctalk2d.preprocess import preprocess as run_preprocess
 
-    summary = run_preprocess(video, avatar, audio=audio, force=force)
+    summary = run_preprocess(video, avatar, audio=audio, force=force, landmarks=landmarks)
     console.print(
         f"[green]avatar ready[/green] {summary.avatar}: {summary.num_frames} frames "
         f"({summary.duration:.1f} s at 25 fps), face found in {summary.face_share:.1%} of frames, "
@@ -152,6 +156,7 @@ def mouth_prior(
     videos: list[Path] = typer.Argument(..., help="Talking clips (videos with their own speech), or folders of them."),
     workdir: Path = typer.Option(Path("mouth-pool"), "--workdir", help="Where the clips are preprocessed (reused on the next run)."),
     output: Path | None = typer.Option(None, "-o", "--output", help="Where to write the prior (default: the one shipped inside the package)."),
+    landmarks: str = LandmarksOption,
     debug: bool = DebugOption,
 ) -> None:
     """Train the speaker-independent mouth-motion prior that `train` adapts to each avatar."""
@@ -161,7 +166,7 @@ def mouth_prior(
     if not files:
         raise UserError("no video files (.mp4, .mov, .mkv, .webm) among the given paths")
     path = output or PRIOR_PATH
-    build_prior(files, workdir, path)
+    build_prior(files, workdir, path, landmarks=landmarks)
     console.print(f"[green]wrote[/green] {path} (trained on {len(files)} clips)")
 
 

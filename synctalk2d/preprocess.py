@@ -32,7 +32,7 @@ from synctalk2d.audio.mel import melspectrogram
 from synctalk2d.avatar import CROP_SIZE, FORMAT_VERSION, FPS, Avatar, AvatarInfo
 from synctalk2d.errors import UserError
 from synctalk2d.face.crop import crop_boxes, crop_face
-from synctalk2d.face.landmarks import FaceTracker, LandmarkDetector, fill_missing, smooth
+from synctalk2d.face.landmarks import DEFAULT_LANDMARKS, LandmarkDetector, fill_missing, landmark_detector, smooth
 from synctalk2d.media.audio import SAMPLE_RATE, fit_length, load_audio, write_wav
 from synctalk2d.media.video import VideoInfo, iter_frames, probe_video, video_start_time
 from synctalk2d.progress import progress_bar
@@ -59,9 +59,11 @@ def preprocess(
     force: bool = False,
     show_progress: bool = True,
     detector: LandmarkDetector | None = None,
+    landmarks: str = DEFAULT_LANDMARKS,
 ) -> PreprocessSummary:
     """Build the avatar at ``avatar_dir`` from ``video`` (and ``audio``, which wins over the
-    video's own track), finding landmarks with ``detector`` (default: dlib's, `FaceTracker`).
+    video's own track), finding landmarks with ``detector`` (default: a new one of the model
+    ``landmarks`` names, see `landmark_detector`).
     Raises `UserError` for any input a user must fix."""
     started = time.perf_counter()
     video, root = Path(video), Path(avatar_dir)
@@ -77,7 +79,7 @@ def preprocess(
     shutil.rmtree(work, ignore_errors=True)  # a previous run that was killed: start again
     (work / "frames").mkdir(parents=True)
     try:
-        detector = detector or FaceTracker()
+        detector = detector or landmark_detector(landmarks)
         num_frames, face_share = _build(video, Avatar(work), info, samples, audio_offset, show_progress, detector)
         Avatar(work).write_info(
             AvatarInfo(
@@ -173,7 +175,7 @@ def _track_and_write_frames(video: Path, avatar: Avatar, expected: int, bar, det
         while (image := frames.get()) is not None:
             index = len(points)
             pending.append(pool.submit(_write_jpeg, avatar.frame_path(index), image))
-            face = detector(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
+            face = detector(image)
             found.append(face is not None)
             points.append(face if face is not None else np.zeros((68, 2), np.float32))
             bar.update(task, advance=1)

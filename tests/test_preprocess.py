@@ -123,9 +123,9 @@ def test_debug_shows_the_traceback(tmp_path):
     assert result.returncode != 0 and "Traceback" in result.stderr and "no such file" in result.stderr
 
 
-def test_another_landmark_detector_can_be_plugged_in(talk_b_avatar, tmp_path):
+def test_another_landmark_detector_can_be_plugged_in(tmp_path):
     """The landmark model sits behind `LandmarkDetector`: preprocess uses the one it is given
-    for every frame and records its name (dlib's predictor has non-commercial terms)."""
+    for every frame and records its name; ``landmarks="dlib"`` selects dlib's by name."""
     from synctalk2d.face.landmarks import FaceTracker
     from synctalk2d.preprocess import preprocess
 
@@ -136,11 +136,14 @@ def test_another_landmark_detector_can_be_plugged_in(talk_b_avatar, tmp_path):
             super().__init__()
             self.calls = 0
 
-        def __call__(self, gray):
+        def __call__(self, frame):
+            assert frame.ndim == 3, "detectors get the colour frame"
             self.calls += 1
-            return super().__call__(gray)
+            return super().__call__(frame)
 
     detector = CountingTracker()
     avatar = Avatar.open(preprocess(fixture_path("talk_b.mp4"), tmp_path / "plugged", show_progress=False, detector=detector).avatar)
     assert detector.calls == len(avatar) and avatar.info.landmark_model == "dlib 68-point, counted"
-    np.testing.assert_allclose(avatar.landmarks(), talk_b_avatar.landmarks(), atol=1e-3)
+    by_name = Avatar.open(preprocess(fixture_path("talk_b.mp4"), tmp_path / "dlib", show_progress=False, landmarks="dlib").avatar)
+    assert by_name.info.landmark_model.startswith("dlib")
+    np.testing.assert_allclose(avatar.landmarks(), by_name.landmarks(), atol=1e-3)

@@ -1,59 +1,135 @@
-"""Voice activity per video frame: frame energy with hysteresis, so the mouth rests in pauses.
+"""Voice activity per video frame, so the mouth rests where no one speaks.
 
-A frame is speech when its RMS level rises above `ON_DB` below the loud level of the
-utterance so far and stays speech until it falls below `OFF_DB`; short gaps inside speech
-(`HANGOVER_FRAMES`) are bridged, so a mouth does not snap shut between syllables. Levels are
-relative, so the rule holds for quiet and loud recordings alike; the loud level starts at
-`START_LOUD_DB`, so audio below `START_LOUD_DB + ON_DB` dBFS (digital silence, hum, room
-noise) is never speech. The rule only looks back, so a live stream decides each frame as
-its audio arrives, exactly as a file is decided.
+Speech is told from other sound by Silero VAD, a small trained model (MIT; the ONNX file
+ships in the `silero-vad` wheel) that gives a speech probability for every 32 ms chunk of
+16 kHz audio: an energy rule calls hum, breathing, keyboards and music speech too, and holds
+the mouth half open over them (`bench/vad.py` has the figures). A video frame's probability
+is the highest of the chunks its 40 ms overlap; a frame is speech from `SPEECH_ON` on and stays
+speech until the probability falls below `SPEECH_OFF`, with short gaps (`HANGOVER_FRAMES`)
+bridged, so a mouth does not snap shut between syllables.
+
+A frame is then called speech also when speech starts within the next `LEAD_FRAMES` frames
+(`with_lead`), because lips move before the sound they make: a mouth that waits for the
+sound opens late. A live stream has that much audio beyond each frame anyway (the mouth
+model looks 200 ms ahead), and the chunks are counted from the start of the utterance in a
+stream as in a file, so a stream decides each frame exactly as a file is decided.
+
+The model runs on onnxruntime through the small loop below rather than through the
+`silero_vad` Python package, whose import sets torch's thread count for the whole process.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
+from pathlib import Path
+
 import numpy as np
 
 from synctalk2d.avatar import SAMPLES_PER_FRAME
+from synctalk2d.packaged import installed_file
 
-ON_DB = -30.0
-OFF_DB = -38.0
-START_LOUD_DB = -20.0  # dBFS: speech is louder than -50 dBFS
-PEAK_TO_LOUD_DB = 3.0  # the loud level sits this far below the loudest frame
+SPEECH_ON, SPEECH_OFF = 0.5, 0.35  # Silero's own defaults (threshold, threshold - 0.15)
 HANGOVER_FRAMES = 4  # 160 ms
+LEAD_FRAMES = 2  # 80 ms: the mouth starts to open this long before the sound (calibrated on the pool, see the README)
+CHUNK = 512  # samples at 16 kHz: the model's step
+_CONTEXT = 64  # samples of the previous chunk the model sees with each chunk
 
 
-def frame_levels(wav: np.ndarray, num_frames: int) -> np.ndarray:
-    """RMS level in dBFS of each video frame's 40 ms of 16 kHz audio (zero-padded at the end)."""
-    padded = np.zeros(num_frames * SAMPLES_PER_FRAME, np.float32)
-    n = min(len(wav), len(padded))
-    padded[:n] = wav[:n]
-    rms = np.sqrt(np.mean(padded.reshape(num_frames, SAMPLES_PER_FRAME) ** 2, axis=1))
-    return 20 * np.log10(np.maximum(rms, 1e-6))
+def silero_model_path() -> Path:
+    """Silero VAD's ONNX model inside the installed `silero-vad` package."""
+    return installed_file("silero_vad", "data/silero_vad.onnx", "the voice-activity model", "silero-vad")
+
+
+@lru_cache(maxsize=1)
+def _session():
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(str(silero_model_path()), options, providers=["CPUExecutionProvider"])
+
+
+class SpeechProbability:
+    """Silero VAD's speech probability of each 32 ms chunk of one utterance, as audio arrives."""
+
+    def __init__(self) -> None:
+        self.session = _session()
+        self.state = np.zeros((2, 1, 128), np.float32)
+        self.context = np.zeros(_CONTEXT, np.float32)
+        self.pending = np.zeros(0, np.float32)
+
+    def __call__(self, samples: np.ndarray) -> np.ndarray:
+        """Probabilities of the chunks completed by ``samples`` (16 kHz mono float32)."""
+        self.pending = np.concatenate([self.pending, np.asarray(samples, np.float32)])
+        out = []
+        while len(self.pending) >= CHUNK:
+            chunk, self.pending = self.pending[:CHUNK], self.pending[CHUNK:]
+            x = np.concatenate([self.context, chunk])[None]
+            probability, self.state = self.session.run(None, {"input": x, "state": self.state, "sr": np.array(16000, np.int64)})
+            self.context = chunk[-_CONTEXT:]
+            out.append(float(probability.ravel()[0]))
+        return np.array(out, np.float32)
+
+    def finish(self) -> np.ndarray:
+        """The last, partial chunk's probability (padded with silence), if there is one."""
+        return self(np.zeros(CHUNK - len(self.pending), np.float32)) if len(self.pending) else np.zeros(0, np.float32)
 
 
 class VoiceActivity:
-    """The rule applied frame by frame, as a live stream needs it: the loud level is the
-    loudest frame so far (`PEAK_TO_LOUD_DB` below it, and never below `START_LOUD_DB`, so
-    the noise before the first word is not mistaken for speech)."""
+    """The rule frame by frame as audio arrives: `push` samples, get the decisions of the
+    video frames that became complete (their 40 ms and every chunk they overlap); `finish`
+    decides the rest of the utterance."""
 
-    def __init__(self):
-        self.loud, self.speaking, self.quiet_for = START_LOUD_DB, False, 0
+    def __init__(self) -> None:
+        self.probability = SpeechProbability()
+        self.chunks = np.zeros(0, np.float32)  # every chunk's probability so far
+        self.decided = 0  # frames decided
+        self.speaking, self.quiet_for = False, 0
 
-    def __call__(self, levels: np.ndarray) -> np.ndarray:
-        """(n,) bool for the next n frames' levels (dBFS, `frame_levels`)."""
-        active = np.zeros(len(levels), bool)
-        for i, level in enumerate(levels):
-            self.loud = max(self.loud, level - PEAK_TO_LOUD_DB)
-            relative = level - self.loud
-            if relative > ON_DB:
+    def push(self, samples: np.ndarray) -> np.ndarray:
+        self.chunks = np.concatenate([self.chunks, self.probability(samples)])
+        return self._decide(final=False)
+
+    def finish(self) -> np.ndarray:
+        self.chunks = np.concatenate([self.chunks, self.probability.finish()])
+        return self._decide(final=True)
+
+    def _decide(self, final: bool) -> np.ndarray:
+        active = []
+        while True:
+            first = self.decided * SAMPLES_PER_FRAME // CHUNK
+            last = ((self.decided + 1) * SAMPLES_PER_FRAME - 1) // CHUNK
+            if last >= len(self.chunks) and not (final and first < len(self.chunks)):
+                break
+            probability = float(self.chunks[first : last + 1].max())
+            if probability >= SPEECH_ON:
                 self.speaking, self.quiet_for = True, 0
-            elif self.speaking and relative < OFF_DB:
+            elif self.speaking and probability < SPEECH_OFF:
                 self.quiet_for += 1
                 self.speaking = self.quiet_for <= HANGOVER_FRAMES
-            active[i] = self.speaking
-        return active
+            active.append(self.speaking)
+            self.decided += 1
+        return np.array(active, bool)
+
+
+def with_lead(active: np.ndarray, count: int, lead: int = LEAD_FRAMES) -> np.ndarray:
+    """The first ``count`` frames of the rule's ``active``, each also speech when speech
+    starts within ``lead`` frames after it (``active`` reaches that far, or to the end of
+    the utterance)."""
+    out = np.zeros(count, bool)
+    for k in range(lead + 1):
+        ahead = active[k : k + count]
+        out[: len(ahead)] |= ahead
+    return out
+
+
+def frame_activity(wav: np.ndarray, num_frames: int) -> np.ndarray:
+    """(num_frames,) bool: the rule on a whole utterance, before the lead."""
+    rule = VoiceActivity()
+    active = np.concatenate([rule.push(wav[: num_frames * SAMPLES_PER_FRAME]), rule.finish()])[:num_frames]
+    return np.concatenate([active, np.zeros(num_frames - len(active), bool)])
 
 
 def voice_activity(wav: np.ndarray, num_frames: int) -> np.ndarray:
-    """(num_frames,) bool: True where someone is speaking."""
-    return VoiceActivity()(frame_levels(wav, num_frames))
+    """(num_frames,) bool: True where someone is speaking (or is about to: `with_lead`)."""
+    return with_lead(frame_activity(wav, num_frames), num_frames)

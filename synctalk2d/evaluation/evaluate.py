@@ -10,10 +10,11 @@ numbers mean something:
 
 Frames are compared in landmark-aligned crop space (each frame's own crop box, resized to
 328x328), so differences in head position between source frames and the tail do not count
-as mouth errors. Mouth landmarks come from the same dlib tracker for every video, gap-filled
-and smoothed as preprocessing does for the avatar's own landmarks, which the mouth model's
-r is measured against: the render and its ceiling are measured alike, and dlib's
-frame-to-frame jitter on a small or bearded face is not counted as the render's.
+as mouth errors. Mouth landmarks come from a fresh tracker of the avatar's own landmark model
+(``avatar.json``) for every video, gap-filled and smoothed as preprocessing does for the
+avatar's own landmarks, which the mouth model's r is measured against: the render and its
+ceiling are measured alike, and the detector's frame-to-frame jitter on a small or bearded
+face is not counted as the render's.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from synctalk2d.avatar import CROP_SIZE, FPS, SAMPLES_PER_FRAME
 from synctalk2d.errors import UserError
 from synctalk2d.evaluation import metrics
 from synctalk2d.face.crop import crop_face, model_crop
-from synctalk2d.face.landmarks import FaceTracker, fill_missing, smooth
+from synctalk2d.face.landmarks import LandmarkDetector, fill_missing, landmark_detector, smooth
 from synctalk2d.face.lip_shape import aperture
 from synctalk2d.inference.lipsync import LipSync
 from synctalk2d.inference.schedule import frame_schedule
@@ -41,6 +42,7 @@ from synctalk2d.media.audio import SAMPLE_RATE
 from synctalk2d.media.writer import VideoWriter
 from synctalk2d.models.checkpoint import load_syncnet
 from synctalk2d.progress import progress_bar
+from synctalk2d.timing import MAX_AV_OFFSET, best_lag, correlation_by_lag
 from synctalk2d.training.mouth import picture_delay
 
 MAX_SYNC_OFFSET = 5  # frames searched either way by the SyncNet offset search
@@ -55,8 +57,8 @@ class Clip:
     crops: list[np.ndarray] = field(default_factory=list)
     landmarks: list[np.ndarray] = field(default_factory=list)
 
-    def add(self, frame: np.ndarray, box: np.ndarray, tracker: FaceTracker) -> None:
-        points = tracker(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY))
+    def add(self, frame: np.ndarray, box: np.ndarray, tracker: LandmarkDetector) -> None:
+        points = tracker(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
         if points is None:  # keep the sequence aligned; `arrays` fills the gap
             points = np.full((68, 2), np.nan, np.float32)
         else:
@@ -90,7 +92,7 @@ def evaluate(avatar_dir: str | Path, preview: str | Path | None = None, silence_
     boxes = avatar.boxes()
 
     clips = {name: Clip() for name in ("generated", "unchanged", "real")}
-    trackers = {name: FaceTracker() for name in clips}
+    trackers = {name: landmark_detector(avatar.info.landmark_model) for name in clips}  # the model the avatar was made with
     with progress_bar(show_progress) as bar, contextlib.ExitStack() as stack:
         writer = stack.enter_context(_preview_writer(preview, avatar.info, tail_wav)) if preview else None
         task = bar.add_task("held-out speech", total=len(tail))
@@ -108,7 +110,8 @@ def evaluate(avatar_dir: str | Path, preview: str | Path | None = None, silence_
 
     real_crops, real_landmarks = clips["real"].arrays()
     syncnet = load_syncnet(avatar.root) if lipsync.conditioning == "audio" else None  # the mouth conditioning trains no sync expert
-    # a recording whose picture trails its sound is compared with the render at that delay
+    # the headline is lag 0 against the real frames; where stage `mouth` found the recording's
+    # picture off its sound, the r at that delay is reported beside it as a diagnostic
     delay = picture_delay(avatar.root) if lipsync.conditioning == "mouth" else 0
     speech = {}
     for name, clip in clips.items():
@@ -134,13 +137,11 @@ def evaluate(avatar_dir: str | Path, preview: str | Path | None = None, silence_
     if lipsync.conditioning == "mouth":  # the mouth model's own prediction: the ceiling for the render
         wanted = aperture(features)
         real = metrics.mouth_aperture(avatar.landmarks()[tail])
-        report["mouth_model"] = {
-            "mouth_aperture_r": metrics.correlation_by_lag(wanted, real, abs(delay))[-delay],
-            "r_by_lag": metrics.correlation_by_lag(wanted, real, LAGS),
-        }
+        by_lag = correlation_by_lag(wanted, real, LAGS)
+        report["mouth_model"] = {"mouth_aperture_r": by_lag[0], "mouth_aperture_r_at_recording_delay": by_lag[-delay], "r_by_lag": by_lag}
     for name in ("generated", "unchanged"):
         generated_aperture = metrics.mouth_aperture(clips[name].arrays()[1])
-        speech[name]["r_by_lag"] = metrics.correlation_by_lag(generated_aperture, metrics.mouth_aperture(real_landmarks), LAGS)
+        speech[name]["r_by_lag"] = correlation_by_lag(generated_aperture, metrics.mouth_aperture(real_landmarks), LAGS)
     return report
 
 
@@ -163,7 +164,7 @@ def _silence_clips(lipsync: LipSync, used: int, seconds: float, bar) -> dict[str
     schedule = frame_schedule(len(features), used, start=0, loop_back=False)
     boxes = lipsync.avatar.boxes()
     clips = {"generated": Clip(), "unchanged": Clip()}
-    trackers = {name: FaceTracker() for name in clips}
+    trackers = {name: landmark_detector(lipsync.avatar.info.landmark_model) for name in clips}
     task = bar.add_task("silence", total=len(schedule))
     for k, frame in enumerate(lipsync.generator.frames(lipsync.chunks(features, schedule))):
         clips["generated"].add(frame, boxes[schedule[k]], trackers["generated"])
@@ -182,17 +183,19 @@ def _mouth_regions(real_landmarks: np.ndarray) -> list[tuple[slice, slice]]:
 
 
 def _speech_metrics(crops, landmarks, real_crops, real_landmarks, delay: int) -> dict:
-    """PSNR/SSIM/LMD frame by frame; the opening r with the real lips ``delay`` frames later."""
+    """PSNR/SSIM/LMD frame by frame; the opening r with the real lips at lag 0 (the headline),
+    the lag where it peaks, and the r with the real lips ``delay`` frames later."""
     regions = _mouth_regions(real_landmarks)
     psnrs = [metrics.psnr(c[r], rc[r]) for c, rc, r in zip(crops, real_crops, regions)]
     ssims = [metrics.ssim(c[r], rc[r]) for c, rc, r in zip(crops, real_crops, regions)]
     generated, real = metrics.mouth_aperture(landmarks), metrics.mouth_aperture(real_landmarks)
-    _, lag = metrics.lagged_correlation(generated, real)
+    by_lag = correlation_by_lag(generated, real, max(MAX_AV_OFFSET, abs(delay)))
     return {
         "mouth_psnr_db": float(np.mean(psnrs)),
         "mouth_ssim": float(np.mean(ssims)),
-        "mouth_aperture_r": metrics.correlation_by_lag(generated, real, abs(delay))[-delay],
-        "best_lag": lag,
+        "mouth_aperture_r": by_lag[0],
+        "best_lag": best_lag(by_lag),
+        "mouth_aperture_r_at_recording_delay": by_lag[-delay],
         "lmd_percent_face_width": metrics.landmark_distance(landmarks, real_landmarks),
     }
 

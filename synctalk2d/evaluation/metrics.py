@@ -26,28 +26,6 @@ def mouth_aperture(landmarks: np.ndarray) -> np.ndarray:
     return np.mean(gaps, axis=0) / face_width(landmarks)
 
 
-def lagged_correlation(generated: np.ndarray, real: np.ndarray, max_lag: int = 3) -> tuple[float, int]:
-    """Pearson r at lag 0 and the lag in [-max_lag, max_lag] with the highest r.
-
-    A positive lag means the generated signal trails the real one by that many frames.
-    """
-
-    scores = correlation_by_lag(generated, real, max_lag)
-    finite = {lag: r for lag, r in scores.items() if np.isfinite(r)}
-    best = max(finite, key=lambda lag: (finite[lag], -abs(lag))) if finite else 0
-    return scores[0], best
-
-
-def correlation_by_lag(generated: np.ndarray, real: np.ndarray, max_lag: int) -> dict[int, float]:
-    """Pearson r of two per-frame signals at every lag in [-max_lag, max_lag] (positive:
-    ``generated`` trails ``real``); nan where either side is constant."""
-    out = {}
-    for lag in range(-max_lag, max_lag + 1):
-        a, b = (generated[lag:], real[: len(real) - lag]) if lag >= 0 else (generated[:lag], real[-lag:])
-        out[lag] = float(np.corrcoef(a, b)[0, 1]) if len(a) >= 3 and a.std() > 0 and b.std() > 0 else float("nan")
-    return out
-
-
 def robust_std(values: np.ndarray) -> float:
     """1.4826 x the median absolute deviation: the std of a normal signal, unmoved by the
     few frames where the landmark detector slips (they dominate a plain std of a still mouth)."""

@@ -11,8 +11,8 @@ from rich.table import Table
 SPEECH_ROWS = [
     ("mouth_psnr_db", "mouth PSNR (dB)", "higher is better"),
     ("mouth_ssim", "mouth SSIM", "higher is better"),
-    ("mouth_aperture_r", "mouth opening r", "vs real, in sync; 1 is perfect"),
-    ("best_lag", "best lag (frames)", "0 is in sync"),
+    ("mouth_aperture_r", "mouth opening r (lag 0)", "vs the real frames at lag 0; 1 is perfect"),
+    ("best_lag", "best lag (frames)", "where r peaks (diagnostic): 0 is in sync, + the render is late"),
     ("lmd_percent_face_width", "mouth LMD (% face width)", "lower is better"),
     ("mouth_movement", "mouth movement", "std of the opening while speaking; near real moves naturally, low mumbles"),
     ("mouth_sharpness", "mouth sharpness", "variance of the Laplacian; near real is sharp"),
@@ -57,12 +57,13 @@ def print_report(report: dict, console: Console | None = None) -> None:
     console.print(f"[bold]{report['avatar']}[/bold]: held-out tail of {held['seconds']:.1f} s ({held['frames']} frames from frame {held['first_frame']})")
     delay = report.get("picture_delay_frames", 0)
     if delay:
+        at_delay = report["speech"]["generated"].get("mouth_aperture_r_at_recording_delay")
         console.print(
-            f"the recording's picture {'trails' if delay > 0 else 'leads'} its sound by {abs(delay)} frames: "
-            "the real lips are compared at that delay (opening r and the lags below are otherwise as recorded)"
+            f"stage mouth found the recording's picture {'trailing' if delay > 0 else 'leading'} its sound by {abs(delay)} frames; "
+            f"against the real lips at that delay the opening r is {at_delay:.3f} (the table is at lag 0)"
         )
     if "mouth_model" in report:
-        console.print(f"mouth model alone: mouth opening r {report['mouth_model']['mouth_aperture_r']:.3f} (the ceiling for the rendered r)")
+        console.print(f"mouth model alone: mouth opening r at lag 0 {report['mouth_model']['mouth_aperture_r']:.3f} (the ceiling for the rendered r)")
     console.print(_table("Held-out speech (generated vs. baselines)", SPEECH_ROWS, report["speech"]))
     lags = report["speech"]["generated"].get("r_by_lag")
     if lags:

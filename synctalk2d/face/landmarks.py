@@ -1,5 +1,12 @@
 """68-point (iBUG) face landmarks for a video: detect, track, fill gaps, smooth.
 
+Two landmark models sit behind `LandmarkDetector`; `landmark_detector` makes one by name:
+
+- ``mediapipe`` (default): MediaPipe's face detector and face mesh, Apache-2.0, the mesh's
+  points picked into the iBUG layout (`synctalk2d.face.mesh`);
+- ``dlib``: dlib's 68-point predictor (`FaceTracker`, below), trained on iBUG 300-W, whose
+  terms exclude commercial use.
+
 dlib's HOG detector finds the face once in a downscaled frame; after that each frame is
 searched only in a region around the previous face, scaled so the face is ~100 px wide,
 which keeps a 1080p frame at a few milliseconds. When the face is lost the whole frame is
@@ -7,15 +14,10 @@ searched again. The 68-point shape predictor then runs on the full-resolution fr
 
 Smoothing is offline and zero-phase (Savitzky-Golay), so it removes detector jitter
 without the lag a causal filter would add to real head motion.
-
-Everything else in the package sees the detector only through `LandmarkDetector`, so
-another model can be plugged in (`preprocess(..., detector=...)`): dlib's 68-point
-predictor was trained on iBUG 300-W, whose terms exclude commercial use.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Protocol
 
@@ -25,23 +27,21 @@ import numpy as np
 import scipy.signal
 
 from synctalk2d.errors import UserError
+from synctalk2d.face.mesh import MESH_MODEL, MeshTracker
+from synctalk2d.packaged import installed_file
 
 LANDMARK_MODEL = "dlib shape_predictor_68_face_landmarks (iBUG 300-W, face-recognition-models)"
+# the names `landmark_detector` takes -> the description an avatar records; the first is the default
+LANDMARK_MODELS = {"mediapipe": MESH_MODEL, "dlib": LANDMARK_MODEL}
+DEFAULT_LANDMARKS = next(iter(LANDMARK_MODELS))
 _TRACK_FACE_PX = 100  # face width in the search region after scaling
 _FULL_SEARCH_SIDES = (480, 960)  # longest side of the downscaled frame, tried in order
 _SMOOTH_WINDOW = 5  # frames; Savitzky-Golay, polynomial order 2
 
 
 def shape_predictor_path() -> Path:
-    """Locate the 68-point model inside face-recognition-models without importing it
-    (its ``__init__`` imports ``pkg_resources``, which recent setuptools no longer ship)."""
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError("the package face-recognition-models is not installed (pip install face-recognition-models)")
-    path = Path(next(iter(spec.submodule_search_locations))) / "models" / "shape_predictor_68_face_landmarks.dat"
-    if not path.is_file():
-        raise UserError(f"the 68-point landmark model is missing: {path}")
-    return path
+    """dlib's 68-point model inside face-recognition-models."""
+    return installed_file("face_recognition_models", "models/shape_predictor_68_face_landmarks.dat", "the 68-point landmark model", "face-recognition-models")
 
 
 class LandmarkDetector(Protocol):
@@ -49,9 +49,28 @@ class LandmarkDetector(Protocol):
 
     name: str  # recorded in avatar.json
 
-    def __call__(self, gray: np.ndarray) -> np.ndarray | None:
-        """(68, 2) float32 iBUG-scheme points in ``gray``'s pixels, or None when no face is found."""
+    def __call__(self, frame: np.ndarray) -> np.ndarray | None:
+        """(68, 2) float32 iBUG-scheme points in ``frame``'s pixels (BGR, as decoded), or None
+        when no face is found."""
         ...
+
+
+def landmark_model(name: str) -> str:
+    """The description an avatar records for the landmark model ``name`` (`LANDMARK_MODELS`)."""
+    if name not in LANDMARK_MODELS:
+        raise UserError(f"unknown landmark model {name!r}; choose one of: {', '.join(LANDMARK_MODELS)}")
+    return LANDMARK_MODELS[name]
+
+
+def landmark_detector(model: str = DEFAULT_LANDMARKS) -> LandmarkDetector:
+    """A fresh detector (it tracks one video) of ``model``: a name in `LANDMARK_MODELS`, or
+    the description an avatar recorded (``AvatarInfo.landmark_model``), so an avatar is
+    measured with the model it was made with (avatars made before MediaPipe: dlib)."""
+    if model == "dlib" or model.startswith("dlib"):
+        return FaceTracker()
+    if model == "mediapipe" or model.startswith("MediaPipe"):
+        return MeshTracker()
+    raise UserError(f"unknown landmark model {model!r}; choose one of: {', '.join(LANDMARK_MODELS)}")
 
 
 class FaceTracker:
@@ -64,8 +83,9 @@ class FaceTracker:
         self.predictor = dlib.shape_predictor(str(shape_predictor_path()))
         self.previous: tuple[float, float, float, float] | None = None  # x1, y1, x2, y2
 
-    def __call__(self, gray: np.ndarray) -> np.ndarray | None:
-        """Landmarks (68, 2) float32 in ``gray``'s pixels, or None when no face is found."""
+    def __call__(self, frame: np.ndarray) -> np.ndarray | None:
+        """Landmarks (68, 2) float32 in ``frame``'s pixels (BGR or grey), or None when no face is found."""
+        gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
         box = self._search_near_previous(gray) if self.previous else None
         if box is None:
             box = self._search_whole_frame(gray)

@@ -25,8 +25,7 @@ import numpy as np
 import torch
 
 from synctalk2d.audio.speech_features import SpeechFeatureStream
-from synctalk2d.audio.vad import VoiceActivity, frame_levels
-from synctalk2d.avatar import SAMPLES_PER_FRAME
+from synctalk2d.audio.vad import LEAD_FRAMES, VoiceActivity, with_lead
 from synctalk2d.face.lip_shape import LIPS, levelled, lip_shapes
 from synctalk2d.models.mouth import MouthModel
 from synctalk2d.training.mouth import load_avatar_mouth, predict_shapes
@@ -92,6 +91,8 @@ class MouthStream:
         self.conditioning = conditioning
         self.features = SpeechFeatureStream(*conditioning.voice)
         self.activity = VoiceActivity()
+        self.active = np.zeros(0, bool)  # the rule's decision of every frame decided so far
+        self.samples_heard = 0  # samples passed to the rule
         self.previous: np.ndarray | None = None  # the last frame's shape before smoothing
 
     def push(self, samples: np.ndarray) -> None:
@@ -110,9 +111,20 @@ class MouthStream:
         c = self.conditioning
         with torch.inference_mode():
             shapes = amplify(predict_shapes(c.model, windows, c.mean_shape), c.mean_shape, c.gain)
-        audio = self.features.samples.view()[first * SAMPLES_PER_FRAME : (first + len(shapes)) * SAMPLES_PER_FRAME]
-        settled, self.previous = settle(shapes, self.activity(frame_levels(audio, len(shapes))), c.rest_shape, self.previous)
+        settled, self.previous = settle(shapes, self._speaking(first, len(shapes)), c.rest_shape, self.previous)
         return first, settled
+
+    def _speaking(self, first: int, count: int) -> np.ndarray:
+        """Voice activity of frames ``first..first+count`` (`audio.vad.voice_activity`): the
+        rule decides every frame whose audio has arrived, which reaches at least
+        `LEAD_FRAMES` past the last frame ready (the features look 200 ms ahead)."""
+        samples = self.features.samples.view()
+        new = samples[self.samples_heard :]
+        self.samples_heard = len(samples)
+        decided = [self.active, self.activity.push(new)] + ([self.activity.finish()] if self.ended else [])
+        self.active = np.concatenate(decided)
+        assert self.ended or not count or len(self.active) >= first + count + LEAD_FRAMES, "the voice-activity lead reaches past the audio"
+        return with_lead(self.active[first:], count)
 
 
 def amplify(shapes: np.ndarray, mean_shape: np.ndarray, gain: float) -> np.ndarray:

@@ -7,11 +7,12 @@ few seconds of video cannot drag it far from what it knows about speech. The ada
 is kept only if it beats the prior on the avatar's validation block (mouth-opening
 correlation); otherwise the prior is kept and the run says so.
 
-Recordings are often out of sync: in more than half of the pool the picture trails or leads
-the sound by 80 ms or more (VoxCeleb-style crops, re-encoded demo videos). A model trained on
-such pairs learns a smeared mapping, so the prior's pool and each avatar are first
-realigned (`av_offset`): the lag at which a predictor that never saw the clip follows its
-mouth best.
+Some recordings are out of sync (VoxCeleb-style crops, re-encoded demo videos: the picture
+trails or leads the sound by 80 ms or more). A model trained on such pairs learns a smeared
+mapping, so the prior's pool and each avatar are first realigned where a predictor that
+never saw the clip gives clear evidence of an offset (`synctalk2d.timing.av_offset`), and
+left as recorded otherwise: the lips' natural lead over the sound is part of what the model
+must learn.
 
 Also recorded for rendering: the avatar's mean lip shape (what coefficients are relative
 to) and its rest shape (mean of the frames the voice-activity rule calls silent).
@@ -32,11 +33,12 @@ from synctalk2d.audio.speech_features import frame_windows, normalised_mel
 from synctalk2d.audio.vad import voice_activity
 from synctalk2d.avatar import FPS, Avatar
 from synctalk2d.errors import UserError
-from synctalk2d.evaluation.metrics import correlation_by_lag
+from synctalk2d.face.landmarks import DEFAULT_LANDMARKS, landmark_model
 from synctalk2d.face.lip_shape import aperture, lip_shapes
 from synctalk2d.models.checkpoint import save_checkpoint
 from synctalk2d.models.mouth import LinearPredictor, MouthModel, MouthModelConfig
 from synctalk2d.progress import console, progress_bar
+from synctalk2d.timing import OffsetEvidence, av_offset, offset_evidence
 from synctalk2d.training.config import MouthStageConfig
 
 PRIOR_PATH = Path(__file__).resolve().parent.parent / "models" / "weights" / "mouth_prior.safetensors"
@@ -47,8 +49,6 @@ MIN_REST_FRAMES = 8
 CV_FOLDS = 3  # blocks of the avatar that decide whether adaptation helps
 MAX_MOTION_GAIN = 2.5  # the most the predicted movement is scaled up to the avatar's own (see `motion_gain`)
 OPENING_WEIGHT = 3.0  # loss weight of the first coefficient (the opening) against 1 for the others
-MAX_AV_OFFSET = 6  # frames (240 ms) either way searched for a recording's audio-video offset
-MIN_OFFSET_GAIN = 0.05  # an offset is corrected only where it raises the opening r by this much over none
 
 
 @dataclass
@@ -91,16 +91,6 @@ class Clip:
             return self
         sound, picture = (slice(0, -offset), slice(offset, None)) if offset > 0 else (slice(-offset, None), slice(0, offset))
         return Clip(self.name, self.windows[sound], self.shapes[picture], self.speech[sound])
-
-
-def av_offset(predicted: np.ndarray, real: np.ndarray, min_gain: float = MIN_OFFSET_GAIN) -> int:
-    """By how many frames a recording's picture trails its sound (negative: leads it), from
-    a predicted and the real per-frame mouth opening: the lag within `MAX_AV_OFFSET` at which
-    they correlate best, or 0 where that beats no lag by less than ``min_gain`` (a short
-    clip's correlations wander by about `MIN_OFFSET_GAIN` from lag to lag)."""
-    by_lag = correlation_by_lag(real, predicted, MAX_AV_OFFSET)  # lag L: real[t + L] against predicted[t]
-    best = max(by_lag, key=lambda lag: np.nan_to_num(by_lag[lag], nan=-1.0))
-    return best if np.nan_to_num(by_lag[best] - by_lag[0], nan=0.0) >= min_gain else 0
 
 
 def aperture_r(model: MouthModel, clip: Clip, mean_shape: np.ndarray) -> float:
@@ -209,31 +199,29 @@ def fit_ridge(predictor: LinearPredictor, windows: np.ndarray, targets: np.ndarr
 # -- the prior -----------------------------------------------------------------------
 
 
-def pool_offsets(clips: list[Clip], basis: np.ndarray, model_config: MouthModelConfig, strength: float) -> list[int]:
-    """Each clip's audio-video offset, judged by a ridge regression of the mouth opening
-    fitted on all the *other* clips (each clip's opening in units of its own std): the lag
-    where they correlate best, however slightly (a small wrong shift of one clip among many
-    costs the prior less than the smeared mapping a missed one leaves; the figures are in
-    the README)."""
+def pool_evidence(clips: list[Clip], basis: np.ndarray, model_config: MouthModelConfig, strength: float) -> list[OffsetEvidence]:
+    """Each clip's audio-video timing evidence (`timing.offset_evidence`), judged by a ridge
+    regression of the mouth opening fitted on all the *other* clips (each clip's opening in
+    units of its own std)."""
     if len(clips) < 2:
-        return [0] * len(clips)
+        return [OffsetEvidence(0, (0, 0), 0.0) for _ in clips]
     blocks = LinearPredictor(model_config)
     features = [blocks.features(torch.from_numpy(c.windows)).double().numpy() for c in clips]
     openings = [(c.shapes - c.shapes.mean(axis=0)) @ basis[0] for c in clips]
     openings = [o / max(o.std(), 1e-6) for o in openings]
-    offsets = []
+    evidence = []
     for i in range(len(clips)):
         others = [j for j in range(len(clips)) if j != i]
         weight, bias = ridge_solution(np.concatenate([features[j] for j in others]), np.concatenate([openings[j] for j in others])[:, None], strength)
-        offsets.append(av_offset((features[i] @ weight + bias)[:, 0], openings[i], min_gain=0.0))
-    return offsets
+        evidence.append(offset_evidence((features[i] @ weight + bias)[:, 0], openings[i]))
+    return evidence
 
 
 def train_prior(
     clips: list[Clip], config: PriorConfig | None = None, model_config: MouthModelConfig | None = None, show_progress: bool = False
 ) -> tuple[MouthModel, dict[str, int]]:
     """A speaker-independent prior from ``clips``, and the audio-video offset each clip was
-    realigned by (`pool_offsets`) before training on it: PCA of every clip's lip-shape
+    realigned by (`pool_evidence`, where the evidence holds) before training on it: PCA of every clip's lip-shape
     changes (each clip relative to its own mean shape), then both predictors on all clips
     pooled, each clip's coefficients in units of that clip's own std, so that people who
     move their lips a little count as much as those who move them a lot: the linear one in
@@ -243,7 +231,7 @@ def train_prior(
     torch.manual_seed(config.seed)
     _, _, components = np.linalg.svd(np.concatenate([c.shapes - c.shapes.mean(axis=0) for c in clips]), full_matrices=False)
     basis = components[: model_config.num_coefficients]
-    offsets = pool_offsets(clips, basis, model_config, config.ridge_strength)
+    offsets = [e.offset() for e in pool_evidence(clips, basis, model_config, config.ridge_strength)]
     clips = [c.realigned(offset) for c, offset in zip(clips, offsets)]
     changes = [c.shapes - c.shapes.mean(axis=0) for c in clips]
     stds = [np.maximum((d @ basis.T).std(axis=0), 1e-6) for d in changes]
@@ -274,17 +262,19 @@ def speaker_scale(model: MouthModel, shapes: np.ndarray, mean_shape: np.ndarray)
     return torch.from_numpy(np.maximum(coefficients.std(axis=0), 1e-6).astype(np.float32))
 
 
-def pool_clips(videos: list[Path], workdir: Path, show_progress: bool = False) -> list[Clip]:
-    """Every video of the pool as a `Clip`, preprocessed into ``workdir/<name>`` once (later
-    calls reuse it). A video without a usable face or audio is skipped with a message."""
+def pool_clips(videos: list[Path], workdir: Path, show_progress: bool = False, landmarks: str = DEFAULT_LANDMARKS) -> list[Clip]:
+    """Every video of the pool as a `Clip`, preprocessed into ``workdir/<name>`` with the
+    landmark model ``landmarks`` once (later calls reuse it; made again when it was made with
+    another model). A video without a usable face or audio is skipped with a message."""
     from synctalk2d.preprocess import preprocess
 
+    model = landmark_model(landmarks)
     clips = []
     for video in videos:
         avatar = Avatar(Path(workdir) / Path(video).stem)
-        if not avatar.is_complete():
+        if not avatar.is_complete() or avatar.info.landmark_model != model:
             try:
-                preprocess(video, avatar.root, show_progress=show_progress)
+                preprocess(video, avatar.root, force=True, show_progress=show_progress, landmarks=landmarks)
             except UserError as e:
                 console.print(f"[yellow]skipping {video}: {e}[/yellow]", soft_wrap=True)
                 continue
@@ -292,11 +282,19 @@ def pool_clips(videos: list[Path], workdir: Path, show_progress: bool = False) -
     return clips
 
 
-def build_prior(videos: list[Path], workdir: Path, output: Path = PRIOR_PATH, config: PriorConfig | None = None, show_progress: bool = True) -> MouthModel:
-    """`synctalk2d mouth-prior`: preprocess the pool, train the prior on all of it, save it
-    to ``output`` (safetensors + a JSON record of the clips and settings)."""
+def build_prior(
+    videos: list[Path],
+    workdir: Path,
+    output: Path = PRIOR_PATH,
+    config: PriorConfig | None = None,
+    show_progress: bool = True,
+    landmarks: str = DEFAULT_LANDMARKS,
+) -> MouthModel:
+    """`synctalk2d mouth-prior`: preprocess the pool with the landmark model ``landmarks``,
+    train the prior on all of it, save it to ``output`` (safetensors + a JSON record of the
+    clips, the landmark model and the settings)."""
     config = config or PriorConfig()
-    clips = pool_clips(videos, workdir, show_progress)
+    clips = pool_clips(videos, workdir, show_progress, landmarks)
     if not clips:
         raise UserError("none of the given videos could be used to train the mouth prior")
     model, offsets = train_prior(clips, config, show_progress=show_progress)
@@ -304,6 +302,7 @@ def build_prior(videos: list[Path], workdir: Path, output: Path = PRIOR_PATH, co
         "clips": [c.name for c in clips],
         "picture_delay_frames": offsets,  # per clip: how far its picture trailed its sound (`av_offset`)
         "frames": int(sum(len(c.shapes) for c in clips)),
+        "landmark_model": landmark_model(landmarks),
         "prior_config": asdict(config),
         "note": "speaker-independent audio -> lip-shape prior; see MODEL_CARD.md beside this file",
     }
@@ -414,7 +413,15 @@ def run(avatar: Avatar, config, splits, runtime, seconds: float | None, show_pro
     stage: MouthStageConfig = config.mouth
     started = time.monotonic()
     torch.manual_seed(config.seed)
-    prior = load_prior(Path(config.mouth_prior) if config.mouth_prior else PRIOR_PATH)
+    prior_path = Path(config.mouth_prior) if config.mouth_prior else PRIOR_PATH
+    prior = load_prior(prior_path)
+    prior_landmarks = load_mouth_model(prior_path.with_suffix(""))[1].get("landmark_model")
+    if prior_landmarks and prior_landmarks != avatar.info.landmark_model:
+        console.print(
+            f"[yellow]mouth: this avatar's landmarks come from {avatar.info.landmark_model}, the prior's from {prior_landmarks}; "
+            "their lip points differ slightly, so the prior fits less well (preprocess again with the prior's model for the best sync)[/yellow]",
+            soft_wrap=True,
+        )
     whole = Clip.of(avatar, range(0, splits.val.stop))
     offset = av_offset(aperture(predict_shapes(prior, whole.windows, whole.shapes.mean(axis=0))), aperture(whole.shapes))
     if offset:

@@ -9,6 +9,8 @@ import sys
 import av
 import pytest
 
+from synctalk2d.timing import MAX_AV_OFFSET
+
 SPEECH_KEYS = {"mouth_psnr_db", "mouth_ssim", "mouth_aperture_r", "best_lag", "lmd_percent_face_width"} | {
     "mouth_sharpness",
     "mouth_movement",
@@ -42,7 +44,8 @@ def test_report_covers_the_held_out_tail_and_both_baselines(evaluated):
         values = speech[name]
         assert math.isfinite(values["mouth_psnr_db"]) and 0 < values["mouth_psnr_db"] < 60
         assert -1 <= values["mouth_ssim"] <= 1 and -1 <= values["mouth_aperture_r"] <= 1
-        assert abs(values["best_lag"]) <= 3 and abs(values["sync_offset"]) <= 5
+        assert abs(values["best_lag"]) <= MAX_AV_OFFSET and abs(values["sync_offset"]) <= 5
+        assert values["mouth_aperture_r"] == pytest.approx(values["r_by_lag"]["0"]), "the headline r is at lag 0"
         assert values["lmd_percent_face_width"] > 0
     assert speech["real"]["mouth_aperture_r"] == 1.0 and speech["real"]["best_lag"] == 0
     assert set(report["silence"]) == {"generated", "unchanged"}
@@ -104,6 +107,9 @@ def test_mouth_conditioned_avatar_reports_why(mouth_avatar):
     report = evaluate(mouth_avatar.root, show_progress=False)
     assert report["conditioning"] == "mouth"
     assert -1 <= report["mouth_model"]["mouth_aperture_r"] <= 1 and len(report["mouth_model"]["r_by_lag"]) == 21
+    for values in (report["mouth_model"], report["speech"]["generated"]):
+        assert values["mouth_aperture_r"] == pytest.approx(values["r_by_lag"][0]), "the headline r is at lag 0"
+        assert "mouth_aperture_r_at_recording_delay" in values
     generated, real = report["speech"]["generated"], report["speech"]["real"]
     assert SPEECH_KEYS <= set(generated) and not SYNC_KEYS & set(generated)
     assert generated["audio_usage"] > 1.0, "the rendered mouth depends on the audio"

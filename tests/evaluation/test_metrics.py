@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 
 from synctalk2d.evaluation.metrics import (
-    lagged_correlation,
     landmark_distance,
     mean_frame_change,
     mouth_aperture,
@@ -11,6 +10,7 @@ from synctalk2d.evaluation.metrics import (
     ssim,
     sync_offset,
 )
+from synctalk2d.timing import lagged_correlation
 
 
 def test_identical_signals_and_images(talk_b_avatar):

@@ -1,7 +1,10 @@
 import cv2
 import numpy as np
+import pytest
 
-from synctalk2d.face.landmarks import FaceTracker, fill_missing, smooth
+from synctalk2d.errors import UserError
+from synctalk2d.face.landmarks import LANDMARK_MODELS, FaceTracker, fill_missing, landmark_detector, landmark_model, smooth
+from synctalk2d.face.mesh import MeshTracker
 
 
 def _inner_lip_gap(landmarks):
@@ -27,11 +30,10 @@ def test_landmarks_follow_the_mouth_opening(talk_b_avatar):
     """The saved (smoothed) lip gap follows a fresh per-frame detection, with no lag and
     without washing out the opening and closing of speech."""
     saved = _inner_lip_gap(talk_b_avatar.landmarks())
-    tracker = FaceTracker()
+    tracker = landmark_detector(talk_b_avatar.info.landmark_model)
     fresh = []
     for i in range(len(saved)):
-        gray = cv2.cvtColor(talk_b_avatar.frame(i), cv2.COLOR_RGB2GRAY)
-        fresh.append(_inner_lip_gap(tracker(gray)))
+        fresh.append(_inner_lip_gap(tracker(cv2.cvtColor(talk_b_avatar.frame(i), cv2.COLOR_RGB2BGR))))
     fresh = np.array(fresh)
     assert fresh.max() - fresh.min() > 0.05, "the speaker opens and closes the mouth"
     corr = {lag: np.corrcoef(saved[lag:], fresh[: len(fresh) - lag])[0, 1] for lag in (0, 1, 2)}
@@ -62,3 +64,17 @@ def test_missing_frames_are_filled_from_neighbours():
     assert filled[:, 0, 0].tolist() == [10, 20, 30, 40, 50]
     found = np.array([False, False, False, False, True])
     assert fill_missing(lm, found)[:, 0, 0].tolist() == [50] * 5
+
+
+def test_the_default_landmark_model_is_mediapipe_and_an_avatar_is_measured_with_its_own(talk_b_avatar):
+    """Avatars are made with the Apache-2.0 model unless asked otherwise; an avatar's recorded
+    model (also an old avatar's dlib description) gives back a detector of that model."""
+    assert talk_b_avatar.info.landmark_model == LANDMARK_MODELS["mediapipe"]
+    assert isinstance(landmark_detector(), MeshTracker)
+    assert isinstance(landmark_detector(talk_b_avatar.info.landmark_model), MeshTracker)
+    assert isinstance(landmark_detector("dlib"), FaceTracker)
+    assert isinstance(landmark_detector(LANDMARK_MODELS["dlib"]), FaceTracker)
+    with pytest.raises(UserError, match="unknown landmark model 'openpose'; choose one of: mediapipe, dlib"):
+        landmark_detector("openpose")
+    with pytest.raises(UserError, match="unknown landmark model"):
+        landmark_model("openpose")

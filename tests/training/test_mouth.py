@@ -14,8 +14,9 @@ from synctalk2d.face.lip_shape import aperture
 from synctalk2d.media.audio import load_audio
 from synctalk2d.models.checkpoint import trained_stem
 from synctalk2d.models.mouth import LinearPredictor, MouthModelConfig
+from synctalk2d.timing import MAX_AV_OFFSET, av_offset
 from synctalk2d.training.config import MouthStageConfig
-from synctalk2d.training.mouth import Clip, PriorConfig, av_offset, fit, fit_ridge, load_prior, predict_shapes, train_prior, warp_bands
+from synctalk2d.training.mouth import Clip, PriorConfig, fit, fit_ridge, load_prior, predict_shapes, train_prior, warp_bands
 from tests.conftest import fixture_path
 
 pytestmark = pytest.mark.slow
@@ -50,7 +51,7 @@ def test_adaptation_lowers_the_error_on_real_landmarks(talk_b_avatar):
 def test_prior_training_fits_both_predictors_on_real_speech(talk_b_avatar):
     torch.manual_seed(0)
     clip = Clip.of(talk_b_avatar)
-    model, offsets = train_prior([clip], PriorConfig(epochs=4))
+    model, offsets = train_prior([clip], PriorConfig(epochs=8))
     assert offsets == {clip.name: 0}  # one clip: nothing else to judge its sync by
     x = torch.from_numpy(clip.windows)
     truth = aperture(clip.shapes)
@@ -61,11 +62,12 @@ def test_prior_training_fits_both_predictors_on_real_speech(talk_b_avatar):
         assert torch.allclose(model(x), (model.conv(x) + model.linear(x)) / 2)
 
 
-@pytest.mark.parametrize("delay", [4, -3])
+@pytest.mark.parametrize("delay", [4, -3, MAX_AV_OFFSET])
 def test_av_offset_finds_how_far_the_picture_trails_the_sound(talk_b_avatar, delay):
-    """A copy of real speech whose lips come ``delay`` frames late (early, when negative)
-    is found out of sync by that many frames more than the original, and `realigned` pairs
-    each sound with its own lips again."""
+    """talk_b, which is in sync, is found in sync; a copy of it whose lips come ``delay``
+    frames late (early, when negative) is found that far out of sync, except at the edge of
+    the search, where a maximum is not trusted; `realigned` pairs each sound with its own
+    lips again."""
     prior = load_prior()
     clip = Clip.of(talk_b_avatar)
     sound, picture = (slice(delay, None), slice(0, -delay)) if delay > 0 else (slice(0, delay), slice(-delay, None))
@@ -74,7 +76,8 @@ def test_av_offset_finds_how_far_the_picture_trails_the_sound(talk_b_avatar, del
     def offset(c):
         return av_offset(aperture(predict_shapes(prior, c.windows, c.shapes.mean(axis=0))), aperture(c.shapes))
 
-    assert offset(shifted) - offset(clip) == delay
+    assert offset(clip) == 0
+    assert offset(shifted) == (delay if abs(delay) < MAX_AV_OFFSET else 0)
     realigned = shifted.realigned(delay)
     for a, b in zip(realigned.windows, realigned.shapes):  # every window is back with the lips recorded with it
         (k,) = np.flatnonzero((clip.windows == a).all(axis=(1, 2)))[:1]
@@ -111,7 +114,7 @@ def test_voice_activity_follows_speech_and_pauses():
     wav = np.concatenate([speech[: 3 * 16000], np.zeros(2 * 16000, np.float32), speech[3 * 16000 : 6 * 16000]])
     active = voice_activity(wav, len(wav) // 640)
     assert active[:75].mean() > 0.6  # speech
-    assert not active[85:125].any()  # the pause, after the hangover
+    assert not active[82:122].any()  # the pause, after the hangover and before the lead into the next word
     assert active[125:].mean() > 0.6
     assert not voice_activity(np.zeros(16000, np.float32), 25).any()
 
