@@ -92,6 +92,7 @@ def read_speakers(path: Path = SHARED / "data" / "mouth-pool" / "speakers.tsv") 
 
 SPEAKERS = read_speakers()
 FOLDS = 0  # 0: leave one speaker out; N: speakers dealt into N folds (`--folds`)
+LANDMARKS = DEFAULT_LANDMARKS  # the landmark model the pool is preprocessed with (`--landmarks`)
 
 
 def speaker(name: str) -> str:
@@ -153,6 +154,7 @@ def cached_prior(clips: list[Clip], held_out: str, stem: Path) -> MouthModel:
     settings = {
         "held_out_speaker": held_out,
         "clips": sorted(c.name for c in clips),
+        "landmark_model": LANDMARK_MODELS[LANDMARKS],  # the pool's lip shapes come from it
         "prior_config": asdict(PriorConfig()),
         "model": MouthModelConfig().to_dict(),
         "pool_realigned": f"on evidence, min gain {MIN_OFFSET_GAIN}",
@@ -408,8 +410,8 @@ def main() -> None:
     parser.add_argument("--landmarks", default=DEFAULT_LANDMARKS, choices=list(LANDMARK_MODELS), help="the landmark model the pool is preprocessed with")
     parser.add_argument("--folds", type=int, default=0, help="hold out speakers N folds at a time instead of one by one (0: leave one speaker out)")
     args = parser.parse_args()
-    global FOLDS
-    FOLDS = args.folds
+    global FOLDS, LANDMARKS
+    FOLDS, LANDMARKS = args.folds, args.landmarks
     torch.manual_seed(0)
     started = time.monotonic()
     clips = pool_clips(POOL, args.workdir / "pool", landmarks=args.landmarks)
