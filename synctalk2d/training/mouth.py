@@ -320,10 +320,12 @@ def load_mouth_model(stem: Path) -> tuple[MouthModel, dict]:
     return model, checkpoint.state
 
 
-def load_prior(path: Path = PRIOR_PATH) -> MouthModel:
+def load_prior(path: Path = PRIOR_PATH, with_state: bool = False):
+    """The prior at ``path`` (and, with ``with_state``, its recorded clips, settings and landmark model)."""
     if not path.is_file():
         raise UserError(f"the mouth-motion prior {path} is missing; reinstall synctalk2d or run `synctalk2d mouth-prior`")
-    return load_mouth_model(path.with_suffix(""))[0]
+    model, state = load_mouth_model(path.with_suffix(""))
+    return (model, state) if with_state else model
 
 
 # -- the stage -----------------------------------------------------------------------
@@ -413,9 +415,8 @@ def run(avatar: Avatar, config, splits, runtime, seconds: float | None, show_pro
     stage: MouthStageConfig = config.mouth
     started = time.monotonic()
     torch.manual_seed(config.seed)
-    prior_path = Path(config.mouth_prior) if config.mouth_prior else PRIOR_PATH
-    prior = load_prior(prior_path)
-    prior_landmarks = load_mouth_model(prior_path.with_suffix(""))[1].get("landmark_model")
+    prior, prior_state = load_prior(Path(config.mouth_prior) if config.mouth_prior else PRIOR_PATH, with_state=True)
+    prior_landmarks = prior_state.get("landmark_model")
     if prior_landmarks and prior_landmarks != avatar.info.landmark_model:
         console.print(
             f"[yellow]mouth: this avatar's landmarks come from {avatar.info.landmark_model}, the prior's from {prior_landmarks}; "
