@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup browser lint test demo bench clean
+.PHONY: setup browser redis lint test demo bench clean
 
 setup: $(STAMP)
 
@@ -30,7 +30,14 @@ browser:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 	  echo "warning: /usr/bin/chromium is missing (apt-get install chromium); the browser test will be skipped"
 
-test: $(STAMP) browser
+# Debian's redis-server for the job queue's tests (each starts its own on a free loopback
+# port). Installed when missing and apt-get can run as root.
+redis:
+	@command -v redis-server >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; } || \
+	  echo "warning: redis-server is missing (apt-get install redis-server); the queue tests will be skipped"
+
+test: $(STAMP) browser redis
 	$(PY) -m pytest -q
 
 demo: $(STAMP)

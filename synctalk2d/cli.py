@@ -270,41 +270,76 @@ def demo(
     console.print(f"[green]demo video:[/green] {result.video.output.resolve()} ({result.video.frames} frames)")
 
 
+QueueOption = typer.Option(None, "--queue", help="redis://host:port/db: run jobs on `synctalk2d worker` processes through RQ (default: in this process).")
+MaxLoadedOption = typer.Option(4, "--max-loaded-avatars", help="Avatars kept loaded at once; the least recently used one without a live session is unloaded.")
+
+
 @command
 def serve(
-    avatar: Path = typer.Option(..., "--avatar", help="A trained avatar directory."),
+    avatar: Path | None = typer.Option(None, "--avatar", help="One trained avatar directory (or use --avatars)."),
+    avatars: Path | None = typer.Option(None, "--avatars", help="A directory of avatars (each subdirectory one), loaded on first use."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface; set an API key then)."),
     port: int = typer.Option(8000, "--port", help="TCP port."),
     api_key: str | None = typer.Option(
         None, "--api-key", envvar="SYNCTALK2D_API_KEY", help="Require this key on every API call and stream (env SYNCTALK2D_API_KEY)."
     ),
-    jobs_dir: Path | None = typer.Option(None, "--jobs-dir", help="Where render jobs keep their files (default: a temporary directory)."),
-    job_workers: int = typer.Option(1, "--job-workers", help="Render jobs run at the same time."),
+    jobs_dir: Path | None = typer.Option(None, "--jobs-dir", help="Where jobs keep their state (jobs.sqlite) and files (default: a temporary directory)."),
+    queue: str | None = QueueOption,
+    job_workers: int = typer.Option(1, "--job-workers", help="Jobs run at the same time in this process (without --queue)."),
+    job_timeout: float = typer.Option(1800.0, "--job-timeout", help="Seconds a job may run before it is failed as stuck."),
     retention: float = typer.Option(3600.0, "--retention", help="Seconds a finished job's video is kept."),
     max_sessions: int = typer.Option(4, "--max-sessions", help="Live streams served at once."),
-    max_upload_mb: float = typer.Option(50.0, "--max-upload-mb", help="Largest upload accepted."),
+    max_loaded_avatars: int = MaxLoadedOption,
+    max_upload_mb: float = typer.Option(50.0, "--max-upload-mb", help="Largest audio upload accepted."),
     max_audio_seconds: float = typer.Option(600.0, "--max-audio-seconds", help="Longest audio a job renders."),
+    max_video_mb: float = typer.Option(500.0, "--max-video-mb", help="Largest video upload accepted for a new avatar."),
+    max_video_seconds: float = typer.Option(600.0, "--max-video-seconds", help="Longest video accepted for a new avatar."),
     debug: bool = DebugOption,
 ) -> None:
-    """Serve the avatar over HTTP: render jobs, a live WebSocket stream and a web page at /."""
+    """Serve avatars over HTTP: render jobs, new avatars, a live WebSocket stream and a web page at /."""
     import uvicorn
 
     from synctalk2d.serving.app import ServerSettings, create_app
+    from synctalk2d.serving.avatars import AvatarStore
 
+    if (avatar is None) == (avatars is None):
+        raise UserError("give one of --avatar DIR (one avatar) or --avatars DIR (a directory of avatars)")
+    if avatars is not None and not avatars.is_dir():
+        raise UserError(f"{avatars}: no such directory")
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         console.print(f"[yellow]warning:[/yellow] serving on {host} without --api-key: anyone who can reach this port can use it", soft_wrap=True)
     settings = ServerSettings(
         api_key=api_key,
         jobs_dir=jobs_dir,
+        queue=queue,
         job_workers=job_workers,
+        job_timeout=job_timeout,
         retention=retention,
         max_sessions=max_sessions,
         max_upload_mb=max_upload_mb,
         max_audio_seconds=max_audio_seconds,
+        max_video_mb=max_video_mb,
+        max_video_seconds=max_video_seconds,
     )
-    server_app = create_app(avatar, settings)
-    console.print(f"serving {avatar} on [bold]http://{host}:{port}/[/bold] (Ctrl+C stops)")
+    server_app = create_app(avatar or AvatarStore(avatars, max_loaded_avatars), settings)
+    console.print(f"serving {avatar or avatars} on [bold]http://{host}:{port}/[/bold] (Ctrl+C stops)")
     uvicorn.run(server_app, host=host, port=port, log_level="debug" if debug else "warning")
+
+
+@command
+def worker(
+    queue: str = typer.Option(..., "--queue", help="The queue `serve --queue` sends jobs to (redis://host:port/db)."),
+    avatars: Path = typer.Option(..., "--avatars", help="The server's avatar directory (for `serve --avatar DIR`: DIR's parent)."),
+    jobs_dir: Path = typer.Option(..., "--jobs-dir", help="The server's --jobs-dir."),
+    max_loaded_avatars: int = MaxLoadedOption,
+    debug: bool = DebugOption,
+) -> None:
+    """Run the server's render and avatar jobs from an RQ queue, on this or any machine sharing its avatar and jobs directories."""
+    from synctalk2d.serving.queue import run_worker
+
+    tune_process()
+    console.print(f"worker on {queue} (Ctrl+C stops after the current job)")
+    run_worker(queue, avatars, jobs_dir, max_loaded_avatars)
 
 
 if __name__ == "__main__":

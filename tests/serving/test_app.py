@@ -81,7 +81,7 @@ def test_bad_uploads_are_refused_with_a_json_reason(client, tmp_path):
     write_speech(long_audio, 4.0, silence_after=20.0)  # 24 s, under 1 MB as FLAC
     too_long = client.post("/v1/videos", files={"audio": ("long.flac", long_audio.read_bytes(), "audio/flac")})
     assert too_long.status_code == 413 and "at most 20 s" in too_long.json()["error"]
-    assert not any(job.status == "queued" for job in client.app.state.jobs.jobs.values())
+    assert client.app.state.jobs.counts()["queued"] == 0
 
 
 @pytest.mark.parametrize("job_id", ["..%2F..%2Fetc%2Fpasswd", "%2E%2E", "0" * 32, "A" * 32, "abc"])
