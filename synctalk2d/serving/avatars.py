@@ -108,7 +108,7 @@ class AvatarStore:
             lipsync = self.loader(path)
             with self.lock:
                 self.loaded[avatar_id] = lipsync
-                self._evict()
+                self._evict(keep=avatar_id)
                 return lipsync
 
     @contextmanager
@@ -127,10 +127,11 @@ class AvatarStore:
                     del self.leases[avatar_id]
                 self._evict()
 
-    def _evict(self) -> None:
-        """Unload least recently used avatars without leases until at most ``max_loaded`` remain (lock held)."""
+    def _evict(self, keep: str | None = None) -> None:
+        """Unload least recently used avatars without leases (and not ``keep``, just loaded)
+        until at most ``max_loaded`` remain (lock held)."""
         for avatar_id in list(self.loaded):
             if len(self.loaded) <= self.max_loaded:
                 return
-            if not self.leases.get(avatar_id):
+            if not self.leases.get(avatar_id) and avatar_id != keep:
                 del self.loaded[avatar_id]
