@@ -1,8 +1,12 @@
-"""Serving fixtures (loaded by tests/conftest.py): a real `synctalk2d serve` (uvicorn in a thread) on a free port, for WebSocket and browser tests."""
+"""Serving fixtures (loaded by tests/conftest.py): a real `synctalk2d serve` (uvicorn in a
+thread) on a free port, for WebSocket and browser tests; `synctalk2d` commands run as
+processes of their own (`spawn`), for tests that kill them."""
 
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -12,11 +16,43 @@ import uvicorn
 from synctalk2d.serving.app import ServerSettings, create_app
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spawn(*args: str) -> subprocess.Popen:
+    """``synctalk2d ARGS...`` in a process of its own, its output discarded."""
+    return subprocess.Popen([sys.executable, "-m", "synctalk2d", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.1):
+                return
+        except OSError:
+            if process.poll() is not None:
+                raise RuntimeError(f"{process.args} exited with {process.returncode}") from None
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 class Server:
     def __init__(self, app):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
