@@ -84,3 +84,13 @@ def lipsync(mouth_avatar):
 def live_server(mouth_avatar, lipsync):
     with Server(create_app(mouth_avatar.root, ServerSettings(max_sessions=2), lipsync)) as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def store_dir(mouth_avatar, tmp_path_factory):
+    """An avatar store: two avatars (the trained test avatar under two names) and a directory that is not one."""
+    root = tmp_path_factory.mktemp("store")
+    for name in ("alice", "bob"):
+        (root / name).symlink_to(mouth_avatar.root, target_is_directory=True)
+    (root / "notes").mkdir()
+    return root

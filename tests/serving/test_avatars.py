@@ -23,16 +23,6 @@ BAD_IDS = ["..", "..%2F..%2Fetc", "a%2Fb", ".hidden", "%2E%2E", "x" * 65, "nobod
 
 
 @pytest.fixture(scope="module")
-def store_dir(mouth_avatar, tmp_path_factory):
-    """Two avatars (the trained test avatar under two names) and a directory that is not one."""
-    root = tmp_path_factory.mktemp("store")
-    for name in ("alice", "bob"):
-        (root / name).symlink_to(mouth_avatar.root, target_is_directory=True)
-    (root / "notes").mkdir()
-    return root
-
-
-@pytest.fixture(scope="module")
 def many(store_dir, tmp_path_factory):
     settings = ServerSettings(jobs_dir=tmp_path_factory.mktemp("jobs"), max_sessions=2)
     with TestClient(create_app(AvatarStore(store_dir, max_loaded=2), settings)) as client:

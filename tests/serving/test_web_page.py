@@ -3,10 +3,16 @@ a bundled sample into the live stream and shows the frames coming back."""
 
 from __future__ import annotations
 
+import json
 import os
+import urllib.request
 from pathlib import Path
 
 import pytest
+
+from synctalk2d.serving.app import ServerSettings, create_app
+from synctalk2d.serving.avatars import AvatarStore
+from tests.serving.fixtures import Server
 
 pytestmark = pytest.mark.slow
 CHROMIUM = "/usr/bin/chromium"  # Debian's package (`make browser`); Playwright's own download needs the internet
@@ -24,9 +30,13 @@ CHROMIUM_FLAGS = [
 SCREENSHOT = Path(os.environ.get("SYNCTALK2D_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts")) / "web_page.png"
 
 
-def test_page_plays_a_sample_and_shows_the_live_avatar(live_server):
+def require_chromium() -> None:
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"{CHROMIUM} is missing: run `make browser` (Debian's chromium package)")
+
+
+def test_page_plays_a_sample_and_shows_the_live_avatar(live_server):
+    require_chromium()
     from playwright.sync_api import sync_playwright
 
     errors: list[str] = []
@@ -54,3 +64,22 @@ def test_page_plays_a_sample_and_shows_the_live_avatar(live_server):
     assert state == "speaking" and frames > 40 and 15 <= fps <= 30, seen  # the 12 s sample is still playing, frames stream
     assert natural[0] > 0 and natural[1] > 0, seen  # frames decode as images
     assert 0 < latency < 2000, seen
+
+
+def test_page_lists_the_avatars_and_streams_the_one_picked(store_dir):
+    require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with Server(create_app(AvatarStore(store_dir), ServerSettings())) as server, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        page = browser.new_page()
+        page.goto(server.url("/"))
+        page.wait_for_function("!document.getElementById('play-sample').disabled", timeout=30_000)
+        options = page.eval_on_selector_all("#avatar option", "options => options.map(o => o.value)")
+        page.select_option("#avatar", "bob")
+        page.wait_for_function("Number(document.getElementById('frames').textContent) > 10", timeout=30_000)
+        visible = page.is_visible("#new-avatar")
+        browser.close()
+        health = json.loads(urllib.request.urlopen(server.url("/healthz")).read())
+    assert options == ["alice", "bob"] and visible, (options, visible)
+    assert "bob" in health["avatars_loaded"]

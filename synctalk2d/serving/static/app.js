@@ -1,4 +1,5 @@
-// The synctalk2d page: a live stream over WS /v1/stream and render jobs over /v1/videos.
+// The synctalk2d page: pick an avatar (GET /v1/avatars), watch it live over WS /v1/stream?avatar=ID,
+// render files (POST /v1/avatars/ID/videos) and create avatars from a video (POST /v1/avatars).
 // Audio is sent as 16-bit mono PCM at 16 kHz in 20 ms chunks, paced like a live source.
 "use strict";
 
@@ -7,7 +8,9 @@ const CHUNK = RATE / 50; // 20 ms
 const $ = (id) => document.getElementById(id);
 const keyInput = $("api-key");
 keyInput.value = localStorage.getItem("synctalk2d-key") || "";
-keyInput.addEventListener("change", () => { localStorage.setItem("synctalk2d-key", keyInput.value); connect(); });
+keyInput.addEventListener("change", () => { localStorage.setItem("synctalk2d-key", keyInput.value); start(); });
+let avatars = {};
+const avatarId = () => $("avatar").value;
 
 function headers() { return keyInput.value ? { "X-API-Key": keyInput.value } : {}; }
 
@@ -26,6 +29,7 @@ function connect() {
   const url = new URL("/v1/stream", location.href);
   url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
   url.searchParams.set("width", Math.min(480, Math.round(($("live").clientWidth || 440) * (window.devicePixelRatio || 1))));
+  if (avatarId()) url.searchParams.set("avatar", avatarId());
   if (keyInput.value) url.searchParams.set("key", keyInput.value);
   socket = new WebSocket(url);
   socket.binaryType = "blob";
@@ -130,32 +134,65 @@ async function renderFile() {
   if (!file) { $("job-error").textContent = "choose an audio file first"; return; }
   const form = new FormData();
   form.append("audio", file);
-  const created = await fetch("/v1/videos", { method: "POST", body: form, headers: headers() });
-  const job = await created.json();
-  if (!created.ok) { $("job-error").textContent = job.error || created.statusText; return; }
-  for (;;) {
-    const status = await (await fetch(`/v1/videos/${job.id}`, { headers: headers() })).json();
-    $("job-status").textContent = `${status.status} ${(100 * status.progress).toFixed(0)}%`;
-    if (status.status === "failed") { $("job-error").textContent = status.error; return; }
-    if (status.status === "done") break;
-    await new Promise((resolve) => setTimeout(resolve, 500));
-  }
+  const job = await runJob(`/v1/avatars/${encodeURIComponent(avatarId())}/videos`, form, "job");
+  if (!job) return;
   const video = await fetch(`/v1/videos/${job.id}/file`, { headers: headers() });
   $("result").src = URL.createObjectURL(await video.blob());
   $("result").hidden = false;
 }
 
-async function start() {
-  const health = await fetch("/healthz", { headers: headers() });
-  if (health.ok) {
-    const info = await health.json();
-    $("avatar-info").textContent = `avatar ${info.avatar} · ${info.width}×${info.height} · ${info.frames} frames · ${info.conditioning} conditioning`;
-    const { samples } = await (await fetch("/v1/samples", { headers: headers() })).json();
-    $("sample").replaceChildren(...samples.map((name) => new Option(name, name)));
-  } else {
-    $("avatar-info").textContent = health.status === 401 ? "this server needs an API key" : `server error ${health.status}`;
+// Post a job and follow it to its end, showing progress in #PREFIX-status and errors in #PREFIX-error.
+async function runJob(url, form, prefix) {
+  const created = await fetch(url, { method: "POST", body: form, headers: headers() });
+  const job = await created.json();
+  if (!created.ok) { $(`${prefix}-error`).textContent = job.error || created.statusText; return null; }
+  for (;;) {
+    const status = await (await fetch(`/v1/jobs/${job.id}`, { headers: headers() })).json();
+    $(`${prefix}-status`).textContent = `${status.status} ${(100 * status.progress).toFixed(0)}%`;
+    if (status.status === "failed") { $(`${prefix}-error`).textContent = status.error; return null; }
+    if (status.status === "done") return job;
+    await new Promise((resolve) => setTimeout(resolve, 1000));
   }
+}
+
+async function createAvatar() {
+  const video = $("avatar-video").files[0], audioFile = $("avatar-audio").files[0];
+  $("avatar-error").textContent = "";
+  if (!video) { $("avatar-error").textContent = "choose a video first"; return; }
+  const form = new FormData();
+  form.append("video", video);
+  if (audioFile) form.append("audio", audioFile);
+  if ($("avatar-name").value) form.append("name", $("avatar-name").value);
+  const job = await runJob("/v1/avatars", form, "avatar");
+  if (job) await loadAvatars(job.avatar);
+}
+
+function showAvatar() {
+  const a = avatars[avatarId()];
+  $("avatar-info").textContent = a ? `${a.size[0]}×${a.size[1]} · ${a.frames} frames · ${a.conditioning} conditioning` : "no trained avatar on this server";
+}
+
+async function loadAvatars(select) {
+  const response = await fetch("/v1/avatars", { headers: headers() });
+  if (!response.ok) {
+    $("avatar-info").textContent = response.status === 401 ? "this server needs an API key" : `server error ${response.status}`;
+    return false;
+  }
+  const ready = (await response.json()).avatars.filter((a) => a.ready);
+  avatars = Object.fromEntries(ready.map((a) => [a.id, a]));
+  $("avatar").replaceChildren(...ready.map((a) => new Option(a.name === a.id ? a.id : `${a.name} (${a.id})`, a.id)));
+  if (select) $("avatar").value = select;
+  showAvatar();
   connect();
+  return true;
+}
+
+async function start() {
+  if (!(await loadAvatars())) return;
+  const { samples } = await (await fetch("/v1/samples", { headers: headers() })).json();
+  $("sample").replaceChildren(...samples.map((name) => new Option(name, name)));
+  const health = await (await fetch("/healthz", { headers: headers() })).json();
+  $("new-avatar").hidden = Boolean(health.avatar); // a one-avatar server (--avatar) makes no new ones
 }
 
 $("play-sample").addEventListener("click", () => { audio().resume(); playSample().catch((e) => ($("live-error").textContent = String(e))); });
@@ -167,4 +204,6 @@ $("interrupt").addEventListener("click", () => {
   socket.send(JSON.stringify({ type: "interrupt" }));
 });
 $("render").addEventListener("click", () => renderFile().catch((e) => ($("job-error").textContent = String(e))));
+$("create-avatar").addEventListener("click", () => createAvatar().catch((e) => ($("avatar-error").textContent = String(e))));
+$("avatar").addEventListener("change", () => { showAvatar(); connect(); });
 start();
