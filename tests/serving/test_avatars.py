@@ -151,3 +151,12 @@ def test_every_route_but_the_page_needs_the_api_key(store_dir, tmp_path):
         for method, path in routes:
             assert getattr(client, method)(path).status_code == 401, path
         assert client.get("/v1/avatars", headers={"X-API-Key": "s3cret"}).status_code == 200
+
+
+@pytest.mark.parametrize("given", [[], ["--avatar", "a", "--avatars", "b"]])
+def test_serve_wants_exactly_one_of_avatar_and_avatars(given):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "synctalk2d", "serve", *given], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1 and "--avatar DIR" in result.stderr

@@ -69,6 +69,8 @@ def test_a_worker_killed_mid_job_loses_nothing(redis_url, mouth_avatar, tmp_path
     finally:
         for worker in workers:
             stop(worker)
+    survivor = next(w for w in workers if w is not victim)
+    assert survivor.returncode == 0  # SIGTERM: a clean stop, not the kill `stop` falls back to
     assert done["status"] == "done" and job.attempts == 2 and job.worker != first
     assert sorted(p.name for p in (jobs_dir / job_id).iterdir()) == ["output.mp4"]  # once: no half-written copy left
     assert len(decode_rgb(jobs_dir / job_id / "output.mp4")) == 150
