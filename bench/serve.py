@@ -14,8 +14,8 @@ Three measurements, each against real processes:
   `bench/stream.py` measures them (its code, imported): 1, 2, ... sessions of 6 s speech at
   real-time pace, stopping at the first count that is not real time.
 * ``memory_per_avatar``: the resident memory each loaded avatar adds to a process
-  (`AvatarStore.get` on distinct copies of the avatar, each rendering a second of speech;
-  RSS before and after).
+  (`AvatarStore.get` on 5 distinct copies of the avatar, each rendering a second of speech):
+  the growth from the first to the last, per avatar (the first also pays one-time set-up).
 
 Default avatar: the bundled sample, preprocessed and trained (mouth conditioning) into a
 temporary directory, as `bench/stream.py` does.
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import platform
@@ -50,10 +51,10 @@ def rss_mb() -> float:
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 
-def memory_per_avatar(avatar: Path, workdir: Path, copies: int = 3) -> dict:
-    """RSS added by each loaded avatar after it rendered a second of speech (distinct copies,
-    so no file pages are shared between them); the first also pays the process's one-time
-    runtime set-up."""
+def memory_per_avatar(avatar: Path, workdir: Path, copies: int = 5) -> dict:
+    """RSS added per loaded avatar, each having rendered a second of speech (distinct copies,
+    so no file pages are shared between them): the first pays the process's one-time
+    runtime set-up too, so the figure is the growth from the first to the last, per avatar."""
     from synctalk2d.inference.offline import render
     from synctalk2d.serving.avatars import AvatarStore
 
@@ -63,12 +64,12 @@ def memory_per_avatar(avatar: Path, workdir: Path, copies: int = 3) -> dict:
     store = AvatarStore(store_dir, max_loaded=copies)
     speech = workdir / "second.wav"
     write_wav(speech, load_audio(sample_path(SAMPLE_SPEECH))[0][:16000])
-    deltas = []
+    rss = [rss_mb()]
     for i in range(copies):
-        before = rss_mb()
         render(store.get(f"copy{i}"), speech, workdir / "second.mp4", show_progress=False)
-        deltas.append(round(rss_mb() - before, 1))
-    return {"first_mb": deltas[0], "each_further_mb": deltas[1:]}
+        gc.collect()
+        rss.append(rss_mb())
+    return {"first_mb": round(rss[1] - rss[0], 1), "per_further_avatar_mb": round((rss[-1] - rss[1]) / (copies - 1), 1), "avatars": copies}
 
 
 def synctalk2d(*args: str) -> subprocess.Popen:

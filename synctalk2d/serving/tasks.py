@@ -33,8 +33,7 @@ def runner_name() -> str:
 def run_job(jobs: JobStore, avatars: AvatarStore, job_id: str) -> None:
     """Run the job ``job_id`` if it is still queued; never raises for a failed job."""
     worker = runner_name()
-    job = jobs.get(job_id)
-    job = job and jobs.claim(job_id, worker)
+    job = jobs.claim(job_id, worker)
     if job is None:
         return
     for leftover in job.directory.glob(".*"):  # temp files of an earlier attempt that died
