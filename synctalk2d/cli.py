@@ -335,9 +335,10 @@ def worker(
     debug: bool = DebugOption,
 ) -> None:
     """Run the server's render and avatar jobs from an RQ queue, on this or any machine sharing its avatar and jobs directories."""
-    from synctalk2d.serving.queue import run_worker
+    from synctalk2d.serving.queue import connect, run_worker
 
     tune_process()
+    connect(queue)  # a queue that cannot be reached fails here, before the line that says the worker runs
     console.print(f"worker on {queue} (Ctrl+C stops after the current job)")
     run_worker(queue, avatars, jobs_dir, max_loaded_avatars)
 

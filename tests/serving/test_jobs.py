@@ -10,10 +10,13 @@ import time
 import urllib.request
 
 import pytest
+from fastapi.testclient import TestClient
 
+from synctalk2d.serving.app import ServerSettings, create_app
 from synctalk2d.serving.jobs import MAX_ATTEMPTS, JobStore
 from tests.conftest import decode_rgb, write_speech
 from tests.serving.fixtures import free_port, spawn, stop, wait_for_port
+from tests.serving.test_app import wait_for_job
 
 
 def queued_job(store: JobStore, avatar: str = "a"):
@@ -106,3 +109,13 @@ def test_jobs_survive_a_server_killed_mid_queue(mouth_avatar, tmp_path):
     for job_id in (first, second):
         assert sorted(p.name for p in (jobs_dir / job_id).iterdir()) == ["output.mp4"]  # no half-written leftovers, input gone
         assert len(decode_rgb(jobs_dir / job_id / "output.mp4")) == 150
+
+
+@pytest.mark.slow
+def test_a_job_past_its_timeout_is_failed_as_stuck(mouth_avatar, lipsync, tmp_path):
+    settings = ServerSettings(jobs_dir=tmp_path / "jobs", job_timeout=0.5, sweep_every=0.2)
+    with TestClient(create_app(mouth_avatar.root, settings, lipsync)) as client:
+        audio = write_speech(tmp_path / "speech.wav", 10.0).read_bytes()
+        job_id = client.post("/v1/videos", files={"audio": ("speech.wav", audio)}).json()["id"]
+        failed = wait_for_job(client, job_id, timeout=30)
+    assert failed["status"] == "failed" and "longer than 0.5 s (--job-timeout)" in failed["error"]

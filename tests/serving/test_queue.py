@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -74,3 +75,14 @@ def test_a_worker_killed_mid_job_loses_nothing(redis_url, mouth_avatar, tmp_path
     assert done["status"] == "done" and job.attempts == 2 and job.worker != first
     assert sorted(p.name for p in (jobs_dir / job_id).iterdir()) == ["output.mp4"]  # once: no half-written copy left
     assert len(decode_rgb(jobs_dir / job_id / "output.mp4")) == 150
+
+
+def test_a_queue_that_cannot_be_reached_is_one_line(tmp_path):
+    port = free_port()  # nothing listens there
+    result = subprocess.run(
+        [sys.executable, "-m", "synctalk2d", "worker", "--queue", f"redis://127.0.0.1:{port}/0", "--avatars", str(tmp_path), "--jobs-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1 and result.stderr.count("\n") == 1 and "cannot reach the queue" in result.stderr
