@@ -280,8 +280,9 @@ def create_app(avatars: AvatarStore | str | Path, settings: ServerSettings | Non
             return error(404, str(e))
         except UserError as e:
             return error(400, str(e))
-        if not avatars.describe(avatar_id)["ready"]:
-            return error(409, f"avatar {avatar_id!r} is not trained yet")
+        described = avatars.describe(avatar_id)
+        if not described["ready"]:
+            return error(409, described.get("error") or f"avatar {avatar_id!r} is not trained yet")
         form = await form_of(request, 4)
         if isinstance(form, JSONResponse):
             return form

@@ -59,6 +59,7 @@ class AvatarStore:
             raise UserError(f"{path}: an avatar directory's name must be letters, digits, '_' or '-' (at most 64)")
         store = cls(path.parent, max_loaded=1, only=path.name)
         if lipsync is not None:
+            warm_up(lipsync)
             store.loaded[path.name] = lipsync
         return store
 
@@ -79,10 +80,13 @@ class AvatarStore:
     def describe(self, avatar_id: str) -> dict:
         """What the page and clients show: id, name, frames, size, conditioning, ready (trained)."""
         path = self.path(avatar_id)
-        info = Avatar(path).info
+        name = (path / NAME_FILE).read_text().strip() if (path / NAME_FILE).is_file() else avatar_id
+        try:
+            info = Avatar(path).info
+        except UserError as e:  # e.g. an older avatar format: listed with the reason, never loaded
+            return {"id": avatar_id, "name": name, "ready": False, "loaded": False, "error": str(e).replace(f"{self.root}/", "")}
         record = path / "train.json"
         conditioning = json.loads(record.read_text()).get("conditioning") if record.is_file() else None
-        name = (path / NAME_FILE).read_text().strip() if (path / NAME_FILE).is_file() else avatar_id
         return {
             "id": avatar_id,
             "name": name,

@@ -160,3 +160,13 @@ def test_serve_wants_exactly_one_of_avatar_and_avatars(given):
 
     result = subprocess.run([sys.executable, "-m", "synctalk2d", "serve", *given], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and result.stderr.count("\n") == 1 and "--avatar DIR" in result.stderr
+
+
+def test_an_avatar_that_cannot_be_read_is_listed_with_the_reason(tmp_path):
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "avatar.json").write_text('{"format_version": 0}')
+    with TestClient(create_app(AvatarStore(tmp_path), ServerSettings(jobs_dir=tmp_path / "jobs"))) as client:
+        [old] = client.get("/v1/avatars").json()["avatars"]
+        refused = client.post("/v1/avatars/old/videos", files={"audio": ("a.wav", b"x")})
+    assert old["ready"] is False and "preprocess the video again" in old["error"] and str(tmp_path) not in old["error"]
+    assert refused.status_code == 409 and "format 0" in refused.json()["error"]
