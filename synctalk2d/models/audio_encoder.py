@@ -7,7 +7,7 @@ after the (3, 2) stride, SyncTalk's one, so SyncTalk's weights (bare keys ``0.*`
 load; Wav2Lip's own ``lipsync_expert.pth`` has one block more and is refused.
 
 The module is a bare `nn.Sequential` so its state-dict keys are exactly that layout;
-foreign weights load through `models.checkpoint.read_state_dict` and `load_matching`.
+foreign weights load through `models.foreign.read_state_dict` and `load_matching`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from synctalk2d.models.checkpoint import load_matching, read_state_dict
+from synctalk2d.models.foreign import load_matching, read_state_dict
 
 
 class ConvBlock(nn.Module):

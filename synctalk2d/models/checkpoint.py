@@ -11,25 +11,27 @@ Inside an avatar directory the training stages keep ``checkpoints/<stage>/latest
 (resume point) and ``checkpoints/<stage>/best.*`` (best validation loss of a trained step,
 never the untrained step 0; ``state.learned`` is false when that is merely the last step);
 the loaders turn those into eval-mode models for inference. Weights from elsewhere
-(Wav2Lip, SyncTalk, torchvision) are plain state dicts: `read_state_dict` and
-`load_matching` at the bottom read them with a clear error when they do not fit.
+(Wav2Lip, SyncTalk, torchvision) are read by `models.foreign`.
 """
 
 from __future__ import annotations
 
 import json
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
-from torch import nn
+from safetensors.torch import save_file
 
 from synctalk2d.atomic import atomic_path, write_json_atomic
 from synctalk2d.errors import UserError
+from synctalk2d.models.audio_encoder import AudioEncoder
+from synctalk2d.models.mouth import MouthModel, MouthModelConfig
+from synctalk2d.models.syncnet import SyncNet, SyncNetConfig, Wav2LipSyncNet
+from synctalk2d.models.unet import UNet, UNetConfig
 
 FORMAT_VERSION = 1
 _OPTIM = "optimizer/"
@@ -153,8 +155,6 @@ def _model_config(checkpoint: Checkpoint, stem: Path, kind: str, config_class: t
 
 def load_unet(avatar_root: str | Path) -> torch.nn.Module:
     """The avatar's trained U-Net, in eval mode on the CPU."""
-    from synctalk2d.models.unet import UNet, UNetConfig
-
     stem = trained_stem(avatar_root, "unet")
     checkpoint = load_checkpoint(stem)
     return _restore(UNet(_model_config(checkpoint, stem, "unet", UNetConfig)), checkpoint, stem)
@@ -169,8 +169,6 @@ def load_syncnet(avatar_root: str | Path) -> torch.nn.Module:
 def syncnet_of(checkpoint: Checkpoint, stem: Path) -> torch.nn.Module:
     """The `SyncNet` in an already loaded ``checkpoint``, in eval mode: for callers that also
     read its record, so what they check (its accuracy) belongs to the weights they use."""
-    from synctalk2d.models.syncnet import SyncNet, SyncNetConfig
-
     return _restore(SyncNet(_model_config(checkpoint, stem, "syncnet", SyncNetConfig)), checkpoint, stem)
 
 
@@ -181,9 +179,6 @@ def load_audio_encoder(avatar_root: str | Path) -> torch.nn.Module:
     ``wav2lip_syncnet``; the encoder is its ``audio_encoder``) or, when given pretrained
     weights, the bare encoder (kind ``audio_encoder``).
     """
-    from synctalk2d.models.audio_encoder import AudioEncoder
-    from synctalk2d.models.syncnet import Wav2LipSyncNet
-
     stem = trained_stem(avatar_root, "audio-encoder")
     checkpoint = load_checkpoint(stem)
     if checkpoint.config.get("kind") == "wav2lip_syncnet":
@@ -192,42 +187,18 @@ def load_audio_encoder(avatar_root: str | Path) -> torch.nn.Module:
     return _restore(AudioEncoder(), checkpoint, stem)
 
 
-# -- foreign checkpoints (Wav2Lip, SyncTalk, torchvision): plain state dicts -------------------------------------------------------------
+def load_mouth_model(stem: str | Path) -> tuple[MouthModel, dict]:
+    """A mouth model and its recorded state from a checkpoint written by `save_checkpoint`."""
+    stem = Path(stem)
+    checkpoint = load_checkpoint(stem)
+    model = _restore(MouthModel(_model_config(checkpoint, stem, "mouth", MouthModelConfig)), checkpoint, stem)
+    return model, checkpoint.state
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of a ``.safetensors`` file or a torch ``.pth``/``.pt`` (a state dict, or
-    a dict holding one under ``state_dict``, as Wav2Lip saves), with DataParallel's
-    ``module.`` prefix removed. Torch files are read with ``weights_only=True``: a
-    downloaded checkpoint cannot run code."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path} does not exist")
-    try:
-        state = load_file(path) if path.suffix == ".safetensors" else torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, SafetensorError) as e:
-        raise UserError(f"{path} cannot be read as model weights ({str(e).splitlines()[0]})") from e
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise UserError(f"{path} holds a {type(state).__name__}, not a state dict of model weights")
-    return {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
-
-
-def load_matching(module: nn.Module, state: dict[str, torch.Tensor], path: str | Path, what: str) -> nn.Module:
-    """Load the tensors ``module`` needs from ``state`` (extra ones are ignored); a
-    `UserError` naming ``path`` and the first missing or mis-shaped tensor otherwise.
-    BatchNorm's ``num_batches_tracked`` may be absent (older torch did not save it)."""
-    expected = module.state_dict()
-    needed = [k for k in expected if not k.endswith("num_batches_tracked")]
-    missing = [k for k in needed if k not in state]
-    misshaped = [k for k in needed if k in state and state[k].shape != expected[k].shape]
-    if missing or misshaped:
-        problem = f"{len(missing)} of its {len(needed)} tensors are missing (first: {missing[0]})" if missing else ""
-        if misshaped:
-            k = misshaped[0]
-            shapes = f"{k} is {list(state[k].shape)}, expected {list(expected[k].shape)}"
-            problem += (" and " if problem else "") + f"{len(misshaped)} have the wrong shape (first: {shapes})"
-        raise UserError(f"{path} does not hold {what}: {problem}")
-    module.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
-    return module
+def load_avatar_mouth(avatar_root: str | Path) -> tuple[MouthModel, np.ndarray, np.ndarray, float]:
+    """The avatar's mouth model, mean lip shape, rest lip shape and motion gain (stage ``mouth``)."""
+    stem = trained_stem(avatar_root, "mouth")
+    model, state = load_mouth_model(stem)
+    if "motion_gain" not in state:
+        raise UserError(f"{avatar_root}'s mouth model was trained by an older synctalk2d: {retrain_hint(stem)}")
+    return model, np.asarray(state["mean_shape"], np.float32), np.asarray(state["rest_shape"], np.float32), float(state["motion_gain"])

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -109,3 +110,15 @@ class MouthModel(nn.Module):
     def coefficients(self, change: torch.Tensor) -> torch.Tensor:
         """(..., 40) lip-shape change -> (..., K) coefficients (the projection onto the basis)."""
         return (change @ self.basis.T) / self.scale
+
+
+@torch.inference_mode()
+def predict_shapes(model: MouthModel, windows: np.ndarray, mean_shape: np.ndarray, batch: int = 512) -> np.ndarray:
+    """(N, 40) lip shapes for (N, WINDOW, 80) windows, around ``mean_shape``."""
+    model.eval()
+    coefficients = (
+        torch.cat([model(torch.from_numpy(windows[i : i + batch])) for i in range(0, len(windows), batch)])
+        if len(windows)
+        else torch.zeros(0, model.config.num_coefficients)
+    )
+    return mean_shape + model.shape_change(coefficients).numpy()

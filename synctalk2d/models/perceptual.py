@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from synctalk2d.errors import UserError
-from synctalk2d.models.checkpoint import load_matching, read_state_dict
+from synctalk2d.models.foreign import load_matching, read_state_dict
 
 VGG19_FILE = "vgg19-dcbb9e9d.pth"  # torchvision's name in the torch hub cache
 CONV3_3 = 14  # index of conv3_3 in torchvision's vgg19().features

@@ -35,8 +35,8 @@ from synctalk2d.avatar import FPS, Avatar
 from synctalk2d.errors import UserError
 from synctalk2d.face.landmarks import DEFAULT_LANDMARKS, landmark_model
 from synctalk2d.face.lip_shape import aperture, lip_shapes
-from synctalk2d.models.checkpoint import save_checkpoint
-from synctalk2d.models.mouth import LinearPredictor, MouthModel, MouthModelConfig
+from synctalk2d.models.checkpoint import load_checkpoint, load_mouth_model, save_checkpoint, stage_dir, trained_stem
+from synctalk2d.models.mouth import LinearPredictor, MouthModel, MouthModelConfig, predict_shapes
 from synctalk2d.progress import console, progress_bar
 from synctalk2d.timing import OffsetEvidence, av_offset, offset_evidence
 from synctalk2d.training.config import MouthStageConfig
@@ -98,18 +98,6 @@ def aperture_r(model: MouthModel, clip: Clip, mean_shape: np.ndarray) -> float:
     predicted = predict_shapes(model, clip.windows, mean_shape)
     a, b = aperture(predicted), aperture(clip.shapes)
     return float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else 0.0
-
-
-@torch.inference_mode()
-def predict_shapes(model: MouthModel, windows: np.ndarray, mean_shape: np.ndarray, batch: int = 512) -> np.ndarray:
-    """(N, 40) lip shapes for (N, WINDOW, 80) windows, around ``mean_shape``."""
-    model.eval()
-    coefficients = (
-        torch.cat([model(torch.from_numpy(windows[i : i + batch])) for i in range(0, len(windows), batch)])
-        if len(windows)
-        else torch.zeros(0, model.config.num_coefficients)
-    )
-    return mean_shape + model.shape_change(coefficients).numpy()
 
 
 def fit(
@@ -311,15 +299,6 @@ def build_prior(
     return model
 
 
-def load_mouth_model(stem: Path) -> tuple[MouthModel, dict]:
-    """A mouth model and its recorded state from a checkpoint written by `save_checkpoint`."""
-    from synctalk2d.models.checkpoint import _model_config, _restore, load_checkpoint
-
-    checkpoint = load_checkpoint(stem)
-    model = _restore(MouthModel(_model_config(checkpoint, stem, "mouth", MouthModelConfig)), checkpoint, stem)
-    return model, checkpoint.state
-
-
 def load_prior(path: Path = PRIOR_PATH, with_state: bool = False):
     """The prior at ``path`` (and, with ``with_state``, its recorded clips, settings and landmark model)."""
     if not path.is_file():
@@ -409,7 +388,6 @@ def run(avatar: Avatar, config, splits, runtime, seconds: float | None, show_pro
     it with the avatar's mean and rest lip shapes (`choose`: cross-validated on the frames
     before the held-out tail). The recording is first put back in sync where the prior
     finds its picture trailing or leading its sound (`av_offset`)."""
-    from synctalk2d.models.checkpoint import stage_dir
     from synctalk2d.training.loop import StageResult
 
     stage: MouthStageConfig = config.mouth
@@ -478,17 +456,4 @@ def run(avatar: Avatar, config, splits, runtime, seconds: float | None, show_pro
 def picture_delay(avatar_root: str | Path) -> int:
     """How many frames the avatar's recorded picture trails its sound (leads it, when
     negative), as stage ``mouth`` found it."""
-    from synctalk2d.models.checkpoint import load_checkpoint, trained_stem
-
     return int(load_checkpoint(trained_stem(avatar_root, "mouth")).state.get("picture_delay_frames", 0))
-
-
-def load_avatar_mouth(avatar_root: str | Path) -> tuple[MouthModel, np.ndarray, np.ndarray, float]:
-    """The avatar's mouth model, mean lip shape, rest lip shape and motion gain (stage ``mouth``)."""
-    from synctalk2d.models.checkpoint import retrain_hint, trained_stem
-
-    stem = trained_stem(avatar_root, "mouth")
-    model, state = load_mouth_model(stem)
-    if "motion_gain" not in state:
-        raise UserError(f"{avatar_root}'s mouth model was trained by an older synctalk2d: {retrain_hint(stem)}")
-    return model, np.asarray(state["mean_shape"], np.float32), np.asarray(state["rest_shape"], np.float32), float(state["motion_gain"])

@@ -13,10 +13,10 @@ from synctalk2d.audio.vad import voice_activity
 from synctalk2d.face.lip_shape import aperture
 from synctalk2d.media.audio import load_audio
 from synctalk2d.models.checkpoint import trained_stem
-from synctalk2d.models.mouth import LinearPredictor, MouthModelConfig
+from synctalk2d.models.mouth import LinearPredictor, MouthModelConfig, predict_shapes
 from synctalk2d.timing import MAX_AV_OFFSET, av_offset
 from synctalk2d.training.config import MouthStageConfig
-from synctalk2d.training.mouth import Clip, PriorConfig, fit, fit_ridge, load_prior, predict_shapes, train_prior, warp_bands
+from synctalk2d.training.mouth import Clip, PriorConfig, fit, fit_ridge, load_prior, train_prior, warp_bands
 from tests.conftest import fixture_path
 
 pytestmark = pytest.mark.slow
