@@ -48,14 +48,18 @@ import torch
 from synctalk2d.audio.vad import frame_activity, with_lead
 from synctalk2d.avatar import Avatar
 from synctalk2d.evaluation.evaluate import Clip as Detected
-from synctalk2d.evaluation.evaluate import evaluate
-from synctalk2d.evaluation.metrics import mouth_aperture
+from synctalk2d.evaluation.evaluate import Motion, evaluate
+from synctalk2d.evaluation.metrics import mean_sharpness, mouth_aperture, mouth_box
 from synctalk2d.face.landmarks import DEFAULT_LANDMARKS, LANDMARK_MODELS, landmark_detector
 from synctalk2d.face.lip_shape import aperture
-from synctalk2d.inference.mouth import ReferencePicker, amplify, face_poses, paste_mouth, settle
+from synctalk2d.inference import mouth as mouth_module
+from synctalk2d.inference import picker as picker_module
+from synctalk2d.inference.generator import MouthGenerator
+from synctalk2d.inference.mouth import amplify, face_poses, settle
+from synctalk2d.inference.picker import Crossings, ReferencePicker
 from synctalk2d.inference.schedule import frame_schedule
-from synctalk2d.models.checkpoint import save_checkpoint
-from synctalk2d.models.mouth import MouthModel, MouthModelConfig
+from synctalk2d.models.checkpoint import load_mouth_model, save_checkpoint
+from synctalk2d.models.mouth import MouthModel, MouthModelConfig, predict_shapes
 from synctalk2d.timing import MAX_AV_OFFSET, MIN_OFFSET_GAIN, av_offset, best_lag, correlation_by_lag, offset_evidence
 from synctalk2d.training.config import MouthStageConfig
 from synctalk2d.training.mouth import (
@@ -64,11 +68,9 @@ from synctalk2d.training.mouth import (
     adapt,
     aperture_r,
     choose,
-    load_mouth_model,
     load_prior,
     motion_gain,
     pool_clips,
-    predict_shapes,
     rest_shape_of,
     speaker_scale,
     train_prior,
@@ -92,6 +94,13 @@ def read_speakers(path: Path = SHARED / "data" / "mouth-pool" / "speakers.tsv") 
 
 SPEAKERS = read_speakers()
 FOLDS = 0  # 0: leave one speaker out; N: speakers dealt into N folds (`--folds`)
+SWITCH_COST_SCALE = 1.0  # the picker's cut cost times this (`--switch-cost-scale`; 0: frame by frame)
+CUT_SHAPE_WEIGHT: float | None = None  # the picker's `CUT_SHAPE_WEIGHT` instead of the shipped one (`--cut-shape-weight`)
+POSE_WEIGHT_SPEECH: float | None = None  # the picker's head-pose weight in speech instead of the shipped one (`--pose-weight-speech`)
+CROSSINGS = True  # cuts spread over a few frames (`--no-crossings`: cut)
+STRIPS: Path | None = None  # where rendered tails leave PNG strips of consecutive mouths (`--strips`)
+STRIP_FRAMES = 30
+ONLY: set[str] = set()  # score only these clips (`--clips`; the priors still leave out only their speakers)
 LANDMARKS = DEFAULT_LANDMARKS  # the landmark model the pool is preprocessed with (`--landmarks`)
 
 
@@ -132,20 +141,54 @@ def tail_split(clip: Clip) -> tuple[Clip, Clip]:
     return part(slice(0, cut)), part(slice(cut, None))
 
 
-def rendered_tail_r(avatar: Avatar, cut: int, references: list[int]) -> dict[int, float]:
-    """Mouth-opening r by lag, both measured by the avatar's landmark model, of the tail
-    frames ``cut``.. against those frames' audio rendered as `evaluate` does: mouths
-    ``references`` pasted onto the frames from 0 on (positive lag: the render is late)."""
-    landmarks, boxes = avatar.landmarks(), avatar.boxes()
-    sources = frame_schedule(len(references), cut, start=0, loop_back=False)
+def rendered_tail(avatar: Avatar, cut: int, plan: np.ndarray, motion: Motion) -> dict:
+    """The tail frames ``cut``.. against those frames' audio rendered as `evaluate` does:
+    mouths by ``plan`` (`inference.mouth.MouthConditioning.references`) pasted onto the
+    frames from 0 on, both measured by the avatar's landmark model. Mouth-opening r by lag
+    (positive lag: the render is late), and how the rendered and the real tail's lips move
+    against the whole recording's (`evaluate.Motion`)."""
+    boxes = avatar.boxes()
+    generator = MouthGenerator(avatar, avatar.landmarks())
+    sources = frame_schedule(len(plan), cut, start=0, loop_back=False)
     rendered, real = Detected(), Detected()
     rendered_tracker, real_tracker = landmark_detector(avatar.info.landmark_model), landmark_detector(avatar.info.landmark_model)
-    for k, (source, reference) in enumerate(zip(sources, references)):
-        side = float(boxes[source][2] - boxes[source][0])
-        frame = paste_mouth(avatar.frame(source), landmarks[source], avatar.frame(reference), landmarks[reference], side)
-        rendered.add(frame, boxes[source], rendered_tracker)
+    for k, (source, row) in enumerate(zip(sources, plan)):
+        rendered.add(generator.composite(int(source), row), boxes[source], rendered_tracker)
         real.add(avatar.frame(cut + k), boxes[cut + k], real_tracker)
-    return correlation_by_lag(mouth_aperture(rendered.arrays()[1]), mouth_aperture(real.arrays()[1]), MAX_AV_OFFSET)
+    (rendered_crops, rendered_points), (real_crops, real_points) = rendered.arrays(), real.arrays()
+    if STRIPS:
+        turning = np.linalg.norm(np.diff(face_poses(avatar.landmarks()[sources]), axis=0), axis=1)  # the frames drawn on turn most
+        syllables = np.abs(np.diff(mouth_aperture(real_points)))  # the real lips move fastest
+        for what, speed in (("turn", turning), ("syllables", syllables)):
+            start = int(np.argmax(np.convolve(speed, np.ones(STRIP_FRAMES), "valid"))) if len(speed) >= STRIP_FRAMES else 0
+            strip(rendered_crops, real_crops, real_points, start, STRIPS / f"{avatar.root.name}_{what}.png")
+    regions = [(slice(max(0, y1), max(y2, y1 + 8)), slice(max(0, x1), max(x2, x1 + 8))) for x1, y1, x2, y2 in (mouth_box(p) for p in real_points)]
+    return {
+        "r_by_lag": correlation_by_lag(mouth_aperture(rendered_points), mouth_aperture(real_points), MAX_AV_OFFSET),
+        "rendered": motion(rendered_crops, rendered_points),
+        "real": motion(real_crops, real_points),
+        "sharpness_over_real": mean_sharpness(rendered_crops, regions) / mean_sharpness(real_crops, regions),
+    }
+
+
+def strip(rendered: np.ndarray, real: np.ndarray, real_points: np.ndarray, start: int, path: Path) -> None:
+    """`STRIP_FRAMES` consecutive mouths from ``start``, rendered (top) over real (bottom),
+    each cropped to the box around the real mouths, as one PNG (two rows of 15 per half)."""
+    x1, y1, x2, y2 = np.clip(mouth_box(np.median(real_points[start : start + STRIP_FRAMES], axis=0), margin=0.6), 0, rendered.shape[1])
+    width = 96
+    tile = lambda crop: cv2.resize(np.ascontiguousarray(crop[y1:y2, x1:x2]), (width, round(width * (y2 - y1) / max(x2 - x1, 1))))  # noqa: E731
+    frames = range(start, min(start + STRIP_FRAMES, len(rendered)))
+    halves = [list(frames)[i : i + 15] for i in range(0, len(frames), 15)]
+    rows = [np.concatenate([tile(images[k]) for k in half], axis=1) for half in halves for images in (rendered, real)]
+    rows = [np.pad(r, ((0, 0), (0, rows[0].shape[1] - r.shape[1]), (0, 0))) for r in rows]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(rows, axis=0), cv2.COLOR_RGB2BGR))
+
+
+def head_motion(avatar: Avatar) -> float:
+    """How much the head turns and nods in a recording: the mean frame-to-frame change of
+    its pose as the paste sees it (`face_poses`), in the pose's units."""
+    return float(np.linalg.norm(np.diff(face_poses(avatar.landmarks()), axis=0), axis=1).mean())
 
 
 def cached_prior(clips: list[Clip], held_out: str, stem: Path) -> MouthModel:
@@ -219,9 +262,10 @@ def timing_calibration(clips: list[Clip], workdir: Path, leads: range = range(0,
 def score_mouth_model(clips: list[Clip], workdir: Path, render: bool = True) -> dict:
     stage = MouthStageConfig()
     per_clip = {}
-    for held_out in sorted({speaker(c.name) for c in clips}):
+    scored = [c for c in clips if not ONLY or c.name in ONLY]
+    for held_out in sorted({speaker(c.name) for c in scored}):
         prior = cached_prior(clips, held_out, workdir / "priors" / f"loso_without_{held_out}")
-        for clip in (c for c in clips if speaker(c.name) == held_out):
+        for clip in (c for c in scored if speaker(c.name) == held_out):
             torch.manual_seed(0)  # each clip's adaptation draws the same, whether its prior was cached or not
             own = copy.deepcopy(prior)  # the prior as shipped: the pool's average amount of movement
             prior_r = aperture_r(own, clip, clip.shapes.mean(axis=0))
@@ -247,8 +291,12 @@ def score_mouth_model(clips: list[Clip], workdir: Path, render: bool = True) -> 
             avatar = Avatar.open(workdir / "pool" / clip.name)
             poses = face_poses(avatar.landmarks())
             picker = ReferencePicker(chosen.model, mean, rest, bank, clip.shapes[:cut], poses[:cut])
+            picker.switch_cost *= SWITCH_COST_SCALE
+            picker.cut_shape_weight = picker.cut_shape_weight if CUT_SHAPE_WEIGHT is None else CUT_SHAPE_WEIGHT
+            picker.pose_weights = (picker.pose_weights[0], POSE_WEIGHT_SPEECH or picker.pose_weights[1])
             targets = frame_schedule(len(wanted), cut, start=0, loop_back=False)  # the frames `evaluate` draws on
-            references = [picker(shape, poses[target]) for shape, target in zip(wanted, targets)]
+            references = picker.path(wanted, poses[targets])
+            plan = Crossings(bank).plan(references) if CROSSINGS else np.stack([references, references, np.ones(len(references))], axis=1)
             picked = clip.shapes[references]
             real, speaking = aperture(tail.shapes), tail.speech
             models = {"tail_prior_r": own, "tail_adapted_r": adapted, "tail_stage_r": chosen.model}
@@ -265,13 +313,22 @@ def score_mouth_model(clips: list[Clip], workdir: Path, render: bool = True) -> 
                 "tail_wanted_best_lag": best_lag(by_lag["wanted"]),
                 "tail_picked_r": by_lag["picked"][0],
                 "tail_picked_best_lag": best_lag(by_lag["picked"]),
+                "picker_fidelity": by_lag["picked"][0] / by_lag["wanted"][0],
+                "head_motion": head_motion(avatar),
                 "motion_gain": gain,
                 "tail_wanted_over_real_std": float(aperture(wanted[speaking]).std() / real[speaking].std()),
                 "tail_picked_over_real_std": float(aperture(picked[speaking]).std() / real[speaking].std()),
             }
             if render:
-                rendered = rendered_tail_r(avatar, cut, references)
-                per_clip[clip.name] |= {"tail_rendered_r": rendered[0], "tail_rendered_best_lag": best_lag(rendered)}
+                rendered = rendered_tail(avatar, cut, plan, Motion(avatar))
+                per_clip[clip.name] |= {
+                    "tail_rendered_r": rendered["r_by_lag"][0],
+                    "tail_rendered_best_lag": best_lag(rendered["r_by_lag"]),
+                    "rendered_over_wanted_r": rendered["r_by_lag"][0] / by_lag["wanted"][0],
+                    "sharpness_over_real": rendered["sharpness_over_real"],
+                    **{f"rendered_{k}": v for k, v in rendered["rendered"].items()},
+                    **{f"real_tail_{k}": v for k, v in rendered["real"].items()},
+                }
     # an r is nan where one side never moves (a tail the voice-activity rule calls silent
     # throughout): such a mouth follows nothing, so it counts as 0; a ratio of stds over no
     # speech frames is left out of its mean
@@ -297,10 +354,33 @@ def score_mouth_model(clips: list[Clip], workdir: Path, render: bool = True) -> 
         "tail_median_best_lag_wanted": float(np.median([v["tail_wanted_best_lag"] for v in per_clip.values()])),
         "tail_median_best_lag_picked": float(np.median([v["tail_picked_best_lag"] for v in per_clip.values()])),
         "tail_mean_r_rendered": column("tail_rendered_r") if render else None,
+        "tail_median_r_rendered": float(np.median([np.nan_to_num(v["tail_rendered_r"]) for v in per_clip.values()])) if render else None,
         "tail_median_best_lag_rendered": float(np.median([v["tail_rendered_best_lag"] for v in per_clip.values()])) if render else None,
         "picker_fidelity": column("tail_picked_r") / column("tail_wanted_r"),
+        **(motion_summary(per_clip) if render else {}),
         "per_clip": per_clip,
     }
+
+
+def motion_summary(per_clip: dict) -> dict:
+    """Jumps, seams and sharpness of the rendered tails: over all clips, and on the clips
+    whose heads move most (with speaker_20s, a phone recording with a moving head)."""
+    keys = [
+        "rendered_jump_rate",
+        "rendered_change_p95_over_real",
+        "rendered_seam_over_real",
+        "real_tail_jump_rate",
+        "real_tail_change_p95_over_real",
+        "real_tail_seam_over_real",
+        "sharpness_over_real",
+    ]
+    moving = sorted((n for n in per_clip if n in SPEAKERS), key=lambda n: -per_clip[n]["head_motion"])[:2] + ["speaker_20s"]
+    summary = {f"tail_mean_{k}": float(np.nanmean([v[k] for v in per_clip.values()])) for k in keys}
+    summary["tail_mean_rendered_over_wanted_r"] = float(np.nanmean([v["rendered_over_wanted_r"] for v in per_clip.values()]))
+    summary["moving_heads"] = {
+        n: {k: per_clip[n][k] for k in keys + ["tail_wanted_r", "tail_rendered_r", "rendered_over_wanted_r", "head_motion"]} for n in moving if n in per_clip
+    }
+    return summary
 
 
 def by_source(values: dict[str, float]) -> dict[str, float]:
@@ -409,9 +489,27 @@ def main() -> None:
     parser.add_argument("--prior-only", action="store_true", help="part 1's held-out prior r alone (no adaptation, picking or rendering)")
     parser.add_argument("--landmarks", default=DEFAULT_LANDMARKS, choices=list(LANDMARK_MODELS), help="the landmark model the pool is preprocessed with")
     parser.add_argument("--folds", type=int, default=0, help="hold out speakers N folds at a time instead of one by one (0: leave one speaker out)")
+    parser.add_argument(
+        "--clips",
+        nargs="*",
+        help="score only these clips' tails (names without .mp4), to try a change quickly: part 1 without its calibration and research clips, no part 2",
+    )
+    parser.add_argument("--switch-cost-scale", type=float, default=1.0, help="scale the picker's cut cost (0: frame-by-frame picking)")
+    parser.add_argument("--cut-shape-weight", type=float, help="the picker's CUT_SHAPE_WEIGHT instead of the shipped one")
+    parser.add_argument("--pose-weight-speech", type=float, help="the picker's head-pose weight in speech instead of the shipped one")
+    parser.add_argument("--crossing-shares", type=float, nargs="*", help="the new mouth's share in each frame of a crossing instead of the shipped ones")
+    parser.add_argument("--blend", choices=["feather", "poisson"], help="how the paste meets the frame instead of the shipped way")
+    parser.add_argument("--no-crossings", action="store_true", help="cut between references instead of morphing over a few frames")
+    parser.add_argument("--strips", type=Path, help="save PNG strips of 30 consecutive rendered-over-real mouths (head turn, fast syllables) here")
     args = parser.parse_args()
-    global FOLDS, LANDMARKS
-    FOLDS, LANDMARKS = args.folds, args.landmarks
+    global FOLDS, LANDMARKS, SWITCH_COST_SCALE, CUT_SHAPE_WEIGHT, POSE_WEIGHT_SPEECH, CROSSINGS, ONLY, STRIPS
+    FOLDS, LANDMARKS, SWITCH_COST_SCALE, CROSSINGS = args.folds, args.landmarks, args.switch_cost_scale, not args.no_crossings
+    CUT_SHAPE_WEIGHT, POSE_WEIGHT_SPEECH = args.cut_shape_weight, args.pose_weight_speech
+    if args.blend:
+        mouth_module.BLEND = args.blend
+    if args.crossing_shares:
+        picker_module.CROSSING_SHARES = tuple(args.crossing_shares)
+    ONLY, STRIPS = set(args.clips or ()), args.strips
     torch.manual_seed(0)
     started = time.monotonic()
     clips = pool_clips(POOL, args.workdir / "pool", landmarks=args.landmarks)
@@ -426,10 +524,10 @@ def main() -> None:
         result["mouth_model"] = score_prior_only(clips, args.workdir)
     elif not args.skip_mouth:
         result["mouth_model"] = score_mouth_model(clips, args.workdir, render=not args.skip_render)
-    if not args.skip_mouth:
+    if not args.skip_mouth and not ONLY:
         result["timing_calibration"] = timing_calibration(clips, args.workdir)
         result["shipped_prior_on_research_clips"] = score_research(args.workdir, args.landmarks)
-    if not args.skip_render and not args.prior_only:
+    if not args.skip_render and not args.prior_only and not ONLY:
         result["rendered"] = score_rendered(clips, args.workdir, args.minutes)
     result["seconds"] = time.monotonic() - started
     print(json.dumps(result, indent=2))

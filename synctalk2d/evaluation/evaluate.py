@@ -35,8 +35,9 @@ from synctalk2d.errors import UserError
 from synctalk2d.evaluation import metrics
 from synctalk2d.face.crop import crop_face, model_crop
 from synctalk2d.face.landmarks import LandmarkDetector, fill_missing, landmark_detector, smooth
-from synctalk2d.face.lip_shape import aperture
+from synctalk2d.face.lip_shape import aperture, crop_coordinates
 from synctalk2d.inference.lipsync import LipSync
+from synctalk2d.inference.mouth import paste_outline
 from synctalk2d.inference.schedule import frame_schedule
 from synctalk2d.media.audio import SAMPLE_RATE
 from synctalk2d.media.writer import VideoWriter
@@ -121,10 +122,13 @@ def evaluate(avatar_dir: str | Path, preview: str | Path | None = None, silence_
         speech[name]["mouth_movement"] = float(metrics.mouth_aperture(landmarks).std())
         if syncnet is not None:
             speech[name].update(_sync(syncnet, crops, features, lipsync.feature_type))
+    motion = Motion(avatar)
+    for name, clip in clips.items():
+        speech[name] |= motion(*clip.arrays())
     regions = _mouth_regions(real_landmarks)
     speech["generated"]["audio_usage"] = metrics.mean_region_change(clips["generated"].arrays()[0], swapped, regions)
     speech["unchanged"]["audio_usage"] = 0.0  # the same frames whatever the audio
-    kept = {k: v for k, v in speech["real"].items() if k.startswith("sync") or k in ("mouth_sharpness", "mouth_movement")}
+    kept = {k: v for k, v in speech["real"].items() if k.startswith("sync") or k in ("mouth_sharpness", "mouth_movement", *MOTION_KEYS)}
     speech["real"] = kept | {"mouth_aperture_r": 1.0, "best_lag": 0}
     report = {
         "avatar": str(avatar.root),
@@ -143,6 +147,29 @@ def evaluate(avatar_dir: str | Path, preview: str | Path | None = None, silence_
         generated_aperture = metrics.mouth_aperture(clips[name].arrays()[1])
         speech[name]["r_by_lag"] = correlation_by_lag(generated_aperture, metrics.mouth_aperture(real_landmarks), LAGS)
     return report
+
+
+MOTION_KEYS = ("jump_rate", "change_p95_over_real", "seam_over_real")
+
+
+class Motion:
+    """Does a video's mouth move like the avatar's own recording? Its lip region's frame-to-
+    frame change against the whole recording's (`metrics.jumps`: share of jumps beyond the
+    recording's 99th percentile, ratio of 95th percentiles), and the gradient along where a
+    pasted mouth fades in (`metrics.seam_strength`) against the same outline on the
+    recording's own frames."""
+
+    def __init__(self, avatar):
+        boxes = avatar.boxes()
+        points = crop_coordinates(avatar.landmarks(), boxes)
+        crops = avatar.crops()
+        self.changes = metrics.lip_changes(metrics.lip_regions(crops, points))
+        sample = np.linspace(0, len(points) - 1, min(len(points), 250)).round().astype(int)
+        self.seam = metrics.seam_strength(crops[sample], [paste_outline(p, CROP_SIZE) for p in points[sample]])
+
+    def __call__(self, crops: np.ndarray, landmarks: np.ndarray) -> dict[str, float]:
+        seam = metrics.seam_strength(crops, [paste_outline(p, CROP_SIZE) for p in landmarks])
+        return metrics.jumps(metrics.lip_changes(metrics.lip_regions(crops, landmarks)), self.changes) | {"seam_over_real": seam / self.seam}
 
 
 def _swapped_audio_crops(lipsync: LipSync, features: np.ndarray, schedule: np.ndarray, boxes: np.ndarray, bar) -> np.ndarray:

@@ -93,3 +93,56 @@ def sync_offset(similarity: np.ndarray, offsets: np.ndarray) -> tuple[int, float
     """
     best = int(np.argmax(similarity))
     return int(offsets[best]), float(similarity[best] - np.median(similarity))
+
+
+# -- motion: does the mouth move like a person's, or jump and show seams? ---------------------
+
+LIP_REGION_MARGIN = 0.4  # of the mouth's width, on every side of its 20 points
+LIP_REGION_SIZE = (96, 64)  # the lip region resized to this (width, height) grey: head motion and face size cancel
+SEAM_BAND = 3  # pixels either side of an outline where `seam_strength` looks
+
+
+def lip_regions(crops: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """(N, 64, 96) float32 grey lip region of each crop: the box around its own mouth points
+    widened by `LIP_REGION_MARGIN`, resized to `LIP_REGION_SIZE`."""
+    out = np.empty((len(crops), LIP_REGION_SIZE[1], LIP_REGION_SIZE[0]), np.float32)
+    for k, (crop, points) in enumerate(zip(crops, landmarks)):
+        h, w = crop.shape[:2]
+        x1, y1, x2, y2 = mouth_box(points, margin=LIP_REGION_MARGIN)
+        x1, y1, x2, y2 = max(x1, 0), max(y1, 0), min(max(x2, x1 + 2), w), min(max(y2, y1 + 2), h)
+        grey = cv2.cvtColor(np.ascontiguousarray(crop[y1:y2, x1:x2]), cv2.COLOR_RGB2GRAY)
+        out[k] = cv2.resize(grey, LIP_REGION_SIZE, interpolation=cv2.INTER_AREA)
+    return out
+
+
+def lip_changes(regions: np.ndarray) -> np.ndarray:
+    """(N - 1,) mean absolute change (grey levels) of the lip region from each frame to the next."""
+    return np.abs(np.diff(regions, axis=0)).mean(axis=(1, 2)) if len(regions) > 1 else np.zeros(0, np.float32)
+
+
+def jumps(changes: np.ndarray, real_changes: np.ndarray) -> dict[str, float]:
+    """How a video's frame-to-frame lip changes compare with a real recording's of the same
+    person: the share of changes larger than the real video's 99th percentile (a real video
+    has 1 % by construction; a renderer cutting between recorded mouths, many more), and
+    the ratio of the two 95th percentiles."""
+    if not len(changes) or not len(real_changes):
+        return {"jump_rate": float("nan"), "change_p95_over_real": float("nan")}
+    return {
+        "jump_rate": float(np.mean(changes > np.percentile(real_changes, 99))),
+        "change_p95_over_real": float(np.percentile(changes, 95) / max(np.percentile(real_changes, 95), 1e-6)),
+    }
+
+
+def seam_strength(crops: np.ndarray, outlines: list[np.ndarray]) -> float:
+    """Mean grey-level gradient magnitude in a band of `SEAM_BAND` pixels either side of each
+    crop's ``outline`` (a polygon in crop pixels): a pasted region whose edge shows adds
+    gradient there that the same outline on a real frame does not have."""
+    values = []
+    for crop, outline in zip(crops, outlines):
+        grey = cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_RGB2GRAY).astype(np.float32)
+        magnitude = cv2.magnitude(cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1))
+        band = np.zeros(grey.shape, np.uint8)
+        cv2.polylines(band, [np.round(outline).astype(np.int32)], True, 1, 2 * SEAM_BAND + 1)
+        if band.any():
+            values.append(float(magnitude[band > 0].mean()))
+    return float(np.mean(values)) if values else float("nan")

@@ -71,8 +71,9 @@ class FrameGenerator:
 
 class MouthGenerator(FrameGenerator):
     """Frames whose mouth is taken from a reference frame of the avatar (see `inference.mouth`):
-    the conditioning of each chunk is one reference frame index per source frame, and all
-    the work is the paste, done in the pool."""
+    the conditioning of each chunk is one row per source frame of (reference frame, the
+    reference it crosses from, share of the new one) (`inference.picker.Crossings`), and
+    all the work is the paste, done in the pool."""
 
     def __init__(self, avatar: Avatar, landmarks: np.ndarray, workers: int = 2, width: int | None = None):
         super().__init__(avatar, predict=None, workers=workers, width=width)
@@ -81,10 +82,13 @@ class MouthGenerator(FrameGenerator):
     def draw(self, frame_indices: np.ndarray, references: np.ndarray) -> np.ndarray:
         return references
 
-    def composite(self, frame_index: int, reference: int) -> np.ndarray:
+    def composite(self, frame_index: int, references: np.ndarray) -> np.ndarray:
+        reference, old, share = int(references[0]), int(references[1]), float(references[2])
         target = self.frame(frame_index)
-        if reference == frame_index:
+        crossing = old != reference and share < 1
+        if reference == frame_index and not crossing:
             return target
         scale = target.shape[1] / self.avatar.info.width  # the paste works at the output size
         side = scale * float(self.boxes[frame_index][2] - self.boxes[frame_index][0])
-        return paste_mouth(target, scale * self.landmarks[frame_index], self.frame(int(reference)), scale * self.landmarks[reference], side)
+        cross_from = (self.frame(old), scale * self.landmarks[old], share) if crossing else None
+        return paste_mouth(target, scale * self.landmarks[frame_index], self.frame(reference), scale * self.landmarks[reference], side, cross_from)

@@ -8,7 +8,7 @@ Two conditionings, as the avatar was trained (``train --conditioning``):
 
 * ``mouth`` (default): the mouth model predicts a lip shape per frame and the mouth is taken
   from the avatar frame with that shape (`inference.mouth`); "features" are wanted shapes
-  and the per-frame conditioning is a reference frame index;
+  and the per-frame conditioning is the reference frame (with the one it crosses from, `inference.picker`);
 * ``audio``: the U-Net draws the mouth from audio-feature windows (the reference design).
 """
 
@@ -143,10 +143,9 @@ class LipSync:
     def chunks(self, features: np.ndarray, schedule: np.ndarray):
         """(source frames, conditioning) per batch, for the generator's ``frames``."""
         if self.conditioning == "mouth":
-            pick = self.mouth.picker()  # one per clip: it remembers the last reference
+            references = self.mouth.references(features, schedule)  # chosen over the whole clip at once
             for start in range(0, len(schedule), self.batch_size):
-                stop = min(start + self.batch_size, len(schedule))
-                yield schedule[start:stop], np.array([pick(features[i], self.mouth.poses[schedule[i]]) for i in range(start, stop)])
+                yield schedule[start : start + self.batch_size], references[start : start + self.batch_size]
             return
         for start in range(0, len(schedule), self.batch_size):
             indices = np.arange(start, min(start + self.batch_size, len(schedule)))

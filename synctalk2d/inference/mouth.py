@@ -4,13 +4,9 @@
    audio arrives (a file is streamed in one go, so files and live streams agree), scaled
    to move as much as the avatar's own mouth does (`amplify`); frames the voice-activity
    rule calls silent get the avatar's rest shape, so pauses are still.
-2. `ReferencePicker`: for each frame, the avatar frame whose real lips are closest to the
-   wanted shape and whose head pose is close to that of the frame it is pasted on (the
-   paste aligns faces in the image plane only: a reference with the head turned or
-   nodding would put its chin beside the target's). It prefers to keep going along the
-   recording from the reference it picked last (in speech) or to hold it (in silence)
-   while that stays within a margin of the best match, so the mouth moves like the
-   recording moves instead of flickering between look-alikes.
+2. `inference.picker`: which recorded frame lends its mouth to each output frame, chosen
+   for the whole sequence (lips close to the wanted shape, head posed like the target,
+   few cuts between unrelated moments of the recording), and cuts spread over a few frames.
 3. `paste_mouth`: that frame's mouth and most of its chin (not its jaw line: the target
    keeps its own outline), aligned to the target frame on the nose and upper face
    contour, colour-matched and feathered in, warped from full frame to full frame in one
@@ -27,8 +23,9 @@ import torch
 from synctalk2d.audio.speech_features import SpeechFeatureStream
 from synctalk2d.audio.vad import LEAD_FRAMES, VoiceActivity, with_lead
 from synctalk2d.face.lip_shape import LIPS, levelled, lip_shapes
-from synctalk2d.models.mouth import MouthModel
-from synctalk2d.training.mouth import load_avatar_mouth, predict_shapes
+from synctalk2d.inference.picker import Crossings, ReferencePicker
+from synctalk2d.models.checkpoint import load_avatar_mouth
+from synctalk2d.models.mouth import predict_shapes
 
 ALIGN_POINTS = [1, 2, 3, 13, 14, 15, 27, 28, 29, 30, 31, 32, 33, 34, 35]  # move little when the jaw does
 JAW = list(range(2, 15))  # the face contour from cheek to cheek under the mouth
@@ -37,11 +34,7 @@ JAW_REACH = 0.7  # the pasted region ends this share of the way from the lips to
 FACE_OUTLINE = list(range(0, 17)) + [27]  # jaw contour and the top of the nose
 DILATE = 0.02  # of the face's crop-box side: the pasted region reaches this far past the landmark hull
 FEATHER = 0.03  # of the face's crop-box side: the blur that fades it into the target
-MARGIN = 0.6  # in stds of the opening: how much worse than the best a continuing reference may be
-OPENING_WEIGHT = 2.0  # in matching references, the opening counts twice as much as width and the rest
-# in matching references, a head pose as far from the target's as the avatar's typical spread
-# costs this many opening stds: in silence (one mouth held over a moving head) and in speech
-POSE_WEIGHT, POSE_WEIGHT_SPEECH = 0.7, 0.35
+BLEND = "feather"  # how the pasted region meets the target: a feathered, colour-matched edge, or "poisson" (cv2.seamlessClone)
 MAX_COLOUR_SHIFT = 16.0  # grey levels: a larger mismatch is content, not lighting
 SMOOTHING = (0.25, 0.75)  # the previous and this frame's shape: no look-ahead, for live streams
 
@@ -71,6 +64,12 @@ class MouthConditioning:
 
     def picker(self) -> ReferencePicker:
         return ReferencePicker(self.model, self.mean_shape, self.rest_shape, self.bank, self.bank_shapes, self.poses[self.bank])
+
+    def references(self, shapes: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """(T, 3) what `MouthGenerator` draws for wanted ``shapes`` on avatar frames
+        ``targets``: per frame (reference, reference it crosses from, share of the new one),
+        the references chosen over the whole sequence."""
+        return Crossings(self.bank).plan(self.picker().path(shapes, self.poses[targets]))
 
 
 def face_poses(landmarks: np.ndarray) -> np.ndarray:
@@ -144,53 +143,6 @@ def settle(shapes: np.ndarray, speaking: np.ndarray, rest_shape: np.ndarray, pre
     return (SMOOTHING[0] * before + SMOOTHING[1] * shapes).astype(np.float32), shapes[-1]
 
 
-class ReferencePicker:
-    """Chooses a reference frame per output frame, one frame at a time (usable live), from
-    the ``frames`` of a bank whose lip shapes are ``shapes`` and head poses ``poses``
-    (`face_poses`)."""
-
-    def __init__(self, model: MouthModel, mean_shape: np.ndarray, rest_shape: np.ndarray, frames: np.ndarray, shapes: np.ndarray, poses: np.ndarray):
-        self.model, self.mean_shape = model, mean_shape
-        self.weights = np.ones(model.config.num_coefficients, np.float32)
-        self.weights[0] = OPENING_WEIGHT
-        self.bank, self.coefficients, self.poses = frames, self.project(shapes), poses
-        self.rest = self.project(rest_shape[None])[0]
-        opening_std = float(model.scale[0])
-        self.margin = MARGIN * opening_std
-        spread = float(np.median(np.linalg.norm(poses - np.median(poses, axis=0), axis=1))) if len(poses) else 1.0
-        self.pose_unit = opening_std / max(spread, 1e-6)  # per unit of pose distance
-        self.previous: int | None = None  # index into bank
-
-    def project(self, shapes: np.ndarray) -> np.ndarray:
-        """The coordinates references are matched in: the shape change along the basis
-        (in the avatar's units), the opening weighted up by `OPENING_WEIGHT`."""
-        with torch.inference_mode():
-            change = torch.from_numpy((shapes - self.mean_shape).astype(np.float32))
-            return (self.model.coefficients(change) * self.model.scale).numpy() * self.weights
-
-    def __call__(self, shape: np.ndarray, pose: np.ndarray) -> int:
-        """The avatar frame to take the mouth from for the wanted (40,) lip ``shape``, to be
-        pasted on a frame whose head pose is ``pose``."""
-        wanted = self.project(shape[None])[0]
-        resting = np.allclose(wanted, self.rest)
-        cost = np.linalg.norm(self.coefficients - wanted, axis=1)
-        weight = POSE_WEIGHT if resting else POSE_WEIGHT_SPEECH
-        cost = cost + weight * self.pose_unit * np.linalg.norm(self.poses - pose, axis=1)
-        best = int(np.argmin(cost))
-        if self.previous is not None:
-            follow = [self.previous] if resting else [self.previous + 1, self.previous]
-            for candidate in follow:
-                if (
-                    candidate < len(self.bank)
-                    and self.bank[candidate] == self.bank[self.previous] + (candidate - self.previous)
-                    and cost[candidate] <= cost[best] + self.margin
-                ):
-                    best = candidate
-                    break
-        self.previous = best
-        return int(self.bank[best])
-
-
 def mouth_region(points: np.ndarray) -> np.ndarray:
     """The outline of the region `paste_mouth` takes, from a frame's 68 ``points``: `MOUTH_REGION`
     with the jaw points pulled towards the lips (`JAW_REACH`)."""
@@ -200,19 +152,38 @@ def mouth_region(points: np.ndarray) -> np.ndarray:
     return region
 
 
-def paste_mouth(target: np.ndarray, target_points: np.ndarray, reference: np.ndarray, reference_points: np.ndarray, face_side: float) -> np.ndarray:
+def paste_outline(points: np.ndarray, face_side: float) -> np.ndarray:
+    """Where a mouth pasted onto a frame with these 68 ``points`` fades into it: the outline
+    of `mouth_region` grown by `DILATE` (its own region; the reference's, aligned, adds to
+    it), the line along which a seam would show."""
+    hull = cv2.convexHull(mouth_region(points).astype(np.float32))[:, 0]
+    outward = hull - hull.mean(axis=0)
+    return hull + DILATE * face_side * outward / np.maximum(np.linalg.norm(outward, axis=1, keepdims=True), 1e-6)
+
+
+def paste_mouth(
+    target: np.ndarray,
+    target_points: np.ndarray,
+    reference: np.ndarray,
+    reference_points: np.ndarray,
+    face_side: float,
+    cross_from: tuple[np.ndarray, np.ndarray, float] | None = None,
+) -> np.ndarray:
     """Paste the mouth region of the ``reference`` frame onto the ``target`` frame (in place,
     returned). Points are each frame's 68 landmarks in its own pixels; ``face_side`` is the
-    target's crop-box side, which sizes the feathering.
+    target's crop-box side, which sizes the feathering. ``cross_from`` (frame, its points,
+    share) is a mouth being left (`inference.picker.Crossings`): what is pasted is then
+    that mouth morphed ``share`` of the way into the reference's.
 
     The reference is warped straight from its full frame onto the target frame, one
     resampling, so the pasted mouth is as sharp as the recording; only the region's bounding
     box is touched."""
-    matrix, _ = cv2.estimateAffinePartial2D(reference_points[ALIGN_POINTS], target_points[ALIGN_POINTS], method=cv2.LMEDS)
-    if matrix is None:
+    sources = [(reference, reference_points)] + ([cross_from[:2]] if cross_from is not None else [])
+    matrices = [cv2.estimateAffinePartial2D(points[ALIGN_POINTS], target_points[ALIGN_POINTS], method=cv2.LMEDS)[0] for _, points in sources]
+    if any(matrix is None for matrix in matrices):
         return target
-    moved = mouth_region(reference_points) @ matrix[:, :2].T + matrix[:, 2]
-    hull = cv2.convexHull(np.concatenate([mouth_region(target_points), moved]).astype(np.float32))[:, 0]
+    moved = [mouth_region(points) @ matrix[:, :2].T + matrix[:, 2] for (_, points), matrix in zip(sources, matrices)]
+    hull = cv2.convexHull(np.concatenate([mouth_region(target_points), *moved]).astype(np.float32))[:, 0]
     grow, blur = max(1, round(DILATE * face_side)), max(1, round(FEATHER * face_side))
     h, w = target.shape[:2]
     x1, y1 = np.floor(hull.min(axis=0)).astype(int) - 2 * grow - 3 * blur
@@ -220,9 +191,12 @@ def paste_mouth(target: np.ndarray, target_points: np.ndarray, reference: np.nda
     x1, y1, x2, y2 = max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)
     if x2 - x1 < 4 or y2 - y1 < 4:
         return target
-    shift = matrix.copy()
-    shift[:, 2] -= (x1, y1)
-    warped = cv2.warpAffine(reference, shift, (x2 - x1, y2 - y1), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    warped = []
+    for (frame, _), matrix in zip(sources, matrices):
+        shift = matrix.copy()
+        shift[:, 2] -= (x1, y1)
+        warped.append(cv2.warpAffine(frame, shift, (x2 - x1, y2 - y1), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
+    warped = morph(warped[1], warped[0], cross_from[2]) if cross_from is not None else warped[0]
     region = np.zeros((y2 - y1, x2 - x1), np.uint8)
     cv2.fillConvexPoly(region, np.round(hull - (x1, y1)).astype(np.int32), 1)
     disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))
@@ -239,6 +213,27 @@ def paste_mouth(target: np.ndarray, target_points: np.ndarray, reference: np.nda
     if ring.sum() > 20:
         offset = np.subtract(cv2.mean(patch, ring)[:3], cv2.mean(warped, ring)[:3])
         warped = cv2.add(warped, tuple(np.clip(offset, -MAX_COLOUR_SHIFT, MAX_COLOUR_SHIFT)) + (0,), dtype=cv2.CV_8U)
+    if BLEND == "poisson" and region[1:-1, 1:-1].any():
+        inner = np.zeros_like(region)
+        inner[1:-1, 1:-1] = region[1:-1, 1:-1]  # seamlessClone needs the mask off the patch border
+        ys, xs = np.nonzero(inner)
+        centre = (int(xs.min() + xs.max() + 1) // 2 + x1, int(ys.min() + ys.max() + 1) // 2 + y1)
+        box = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
+        target[:] = cv2.seamlessClone(np.ascontiguousarray(warped[box]), target, inner[box] * 255, centre, cv2.NORMAL_CLONE)
+        return target
     alpha = cv2.GaussianBlur(region.astype(np.float32), (0, 0), blur / 2)[..., None]
     target[y1:y2, x1:x2] = (warped * alpha + patch * (1 - alpha) + 0.5).astype(np.uint8)
     return target
+
+
+def morph(old: np.ndarray, new: np.ndarray, share: float) -> np.ndarray:
+    """Two aligned uint8 RGB images of mouths ``share`` (0..1) of the way from ``old`` to
+    ``new``: each is warped part of the way along their dense optical flow (OpenCV's DIS)
+    and the two are blended, so lips and teeth slide into place instead of showing twice."""
+    grey = [cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) for image in (old, new)]
+    flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM).calc(grey[0], grey[1], None)  # old(p) ~ new(p + flow(p))
+    h, w = grey[0].shape
+    x, y = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    old_moved = cv2.remap(old, x - share * flow[..., 0], y - share * flow[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    new_moved = cv2.remap(new, x + (1 - share) * flow[..., 0], y + (1 - share) * flow[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.addWeighted(old_moved, 1 - share, new_moved, share, 0)

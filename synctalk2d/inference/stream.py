@@ -34,21 +34,26 @@ from synctalk2d.audio.windows import FRAMES_BEFORE, FRAMES_PER_WINDOW
 from synctalk2d.avatar import FPS, SAMPLES_PER_FRAME
 from synctalk2d.errors import UserError
 from synctalk2d.inference.lipsync import LipSync
+from synctalk2d.inference.picker import Crossings
 from synctalk2d.inference.schedule import PingPong
 from synctalk2d.media.audio import SAMPLE_RATE
 
 MAX_BUFFERED_SECONDS = 600.0  # audio one session may hold that has not been spoken yet
 AUDIO_CONTEXT_SECONDS = 0.25  # audio past a frame that its AVE feature reads (a 16-frame mel window)
 FEATURE_CONTEXT_FRAMES = 25  # features recomputed before the first new frame, so edges match a whole file
+PICK_LOOKAHEAD_FRAMES = 12  # ready shapes beyond a frame that its reference choice may weigh (there are some when audio comes faster than it plays)
 
 
 class MouthReferences:
     """Mouth conditioning of one utterance: the wanted lip shape of each output frame as
-    its audio arrives, then, once the frame it is drawn on is known, the reference frame."""
+    its audio arrives, then, once the frame it is drawn on is known, the reference frame,
+    chosen by the same sequence search as a file's over the shapes already known beyond it
+    (`inference.picker`; up to `PICK_LOOKAHEAD_FRAMES`)."""
 
     def __init__(self, lipsync: LipSync):
         self.shapes = lipsync.mouth.stream()
         self.pick = lipsync.mouth.picker()
+        self.crossings = Crossings(lipsync.mouth.bank)
         self.poses = lipsync.mouth.poses
 
     def push(self, samples: np.ndarray) -> None:
@@ -64,8 +69,12 @@ class MouthReferences:
     def take(self) -> list[np.ndarray]:
         return list(self.shapes.take()[1])
 
-    def for_frame(self, shape: np.ndarray, source: int) -> int:
-        return self.pick(shape, self.poses[source])
+    def for_frame(self, shape: np.ndarray, source: int, ahead: list[np.ndarray]) -> np.ndarray:
+        """(reference, reference it crosses from, share) for ``shape`` drawn on avatar frame
+        ``source``, with the shapes ``ahead`` of it (their targets are taken to be posed as
+        ``source``: the head moves little within the look-ahead)."""
+        shapes = np.stack([shape, *ahead[:PICK_LOOKAHEAD_FRAMES]])
+        return np.array(self.crossings(self.pick(shapes, np.repeat(self.poses[source][None], len(shapes), axis=0))), np.float64)
 
 
 class AudioWindows:
@@ -108,7 +117,7 @@ class AudioWindows:
         self.taken = ready
         return list(windows)
 
-    def for_frame(self, window: np.ndarray, source: int) -> np.ndarray:
+    def for_frame(self, window: np.ndarray, source: int, ahead: list[np.ndarray]) -> np.ndarray:
         return window
 
 
@@ -168,6 +177,7 @@ class LiveFrame:
     index: int | None = None  # its frame number within the utterance
     arrival: float | None = None  # when the audio it speaks arrived (for latency)
     held: bool = False  # its own audio came too late: the previous mouth is shown again
+    reference: int | None = None  # mouth conditioning: the avatar frame whose mouth it shows
     events: list[dict] = field(default_factory=list)
 
 
@@ -254,14 +264,16 @@ class LiveSession:
                     utterance.last = utterance.ready.popleft()
                     utterance.next_ready += 1
                 index = min(due, utterance.next_ready - 1)
-                conditioning, arrival = utterance.conditioning.for_frame(utterance.last, source), utterance.arrival_of(index)
+                conditioning = utterance.conditioning.for_frame(utterance.last, source, list(utterance.ready))
+                arrival = utterance.arrival_of(index)
                 if utterance.done:
                     self.utterances.popleft()
                     events.append({"type": "utterance_ended", "utterance": utterance.number, "frames": utterance.next_ready, "interrupted": False})
         if not speaking:
             return LiveFrame(self.generator.frame(source), source)
         image = self.generator.composite(source, self.generator.draw(np.array([source]), _batch(conditioning))[0])
-        return LiveFrame(image, source, utterance.number, index, arrival, index < due, events)
+        reference = int(conditioning[0]) if self.lipsync.conditioning == "mouth" else None
+        return LiveFrame(image, source, utterance.number, index, arrival, index < due, reference, events)
 
 
 def _batch(conditioning) -> np.ndarray:

@@ -16,6 +16,9 @@ SPEECH_KEYS = {"mouth_psnr_db", "mouth_ssim", "mouth_aperture_r", "best_lag", "l
     "mouth_movement",
     "audio_usage",
     "r_by_lag",
+    "jump_rate",
+    "change_p95_over_real",
+    "seam_over_real",
 }
 SYNC_KEYS = {"sync_offset", "sync_confidence"}
 
@@ -48,10 +51,12 @@ def test_report_covers_the_held_out_tail_and_both_baselines(evaluated):
         assert values["mouth_aperture_r"] == pytest.approx(values["r_by_lag"]["0"]), "the headline r is at lag 0"
         assert values["lmd_percent_face_width"] > 0
     assert speech["real"]["mouth_aperture_r"] == 1.0 and speech["real"]["best_lag"] == 0
+    # the real tail moves like the rest of its own recording: few jumps, no seam
+    assert speech["real"]["jump_rate"] <= 0.1 and 0.9 <= speech["real"]["seam_over_real"] <= 1.1
     assert set(report["silence"]) == {"generated", "unchanged"}
     assert report["silence"]["unchanged"]["mouth_frame_change"] > 0, "the recording's own mouth moves"
     # the human-readable tables name every row and column
-    for text in ("mouth PSNR", "SyncNet offset", "generated", "unchanged", "real", "mouth frame-to-frame change"):
+    for text in ("mouth PSNR", "SyncNet offset", "generated", "unchanged", "real", "mouth frame-to-frame change", "lip jumps"):
         assert text in result.stdout
 
 

@@ -1,15 +1,22 @@
+import cv2
 import numpy as np
 import pytest
 
 from synctalk2d.evaluation.metrics import (
+    jumps,
     landmark_distance,
+    lip_changes,
+    lip_regions,
     mean_frame_change,
     mouth_aperture,
     mouth_box,
     psnr,
+    seam_strength,
     ssim,
     sync_offset,
 )
+from synctalk2d.face.lip_shape import crop_coordinates
+from synctalk2d.inference.mouth import paste_outline
 from synctalk2d.timing import lagged_correlation
 
 
@@ -68,3 +75,29 @@ def test_frame_change_and_sync_offset():
     offsets = np.arange(-3, 4)
     offset, confidence = sync_offset(np.array([0.1, 0.1, 0.2, 0.9, 0.2, 0.1, 0.1]), offsets)
     assert offset == 0 and confidence == pytest.approx(0.8)
+
+
+def test_cutting_between_moments_of_a_recording_reads_as_jumps(talk_b_avatar):
+    """The recording against itself: about 1 % of its changes are above its own 99th
+    percentile. Its frames shuffled in runs of 3 (a mouth cut every 3 frames): many more."""
+    crops = np.asarray(talk_b_avatar.crops())
+    points = crop_coordinates(talk_b_avatar.landmarks(), talk_b_avatar.boxes())
+    real = lip_changes(lip_regions(crops, points))
+    itself = jumps(real, real)
+    assert itself["jump_rate"] <= 0.02 and itself["change_p95_over_real"] == pytest.approx(1.0)
+    runs = np.random.default_rng(0).permutation(len(crops) // 3)
+    order = np.concatenate([np.arange(3 * r, 3 * r + 3) for r in runs])
+    cut = jumps(lip_changes(lip_regions(crops[order], points[order])), real)
+    assert cut["jump_rate"] > 0.1 and cut["change_p95_over_real"] > 1.3
+
+
+def test_a_hard_edged_patch_raises_the_seam_measure(talk_b_avatar):
+    crops = np.asarray(talk_b_avatar.crops()[:10]).copy()
+    points = crop_coordinates(talk_b_avatar.landmarks()[:10], talk_b_avatar.boxes()[:10])
+    outlines = [paste_outline(p, crops.shape[1]) for p in points]
+    before = seam_strength(crops, outlines)
+    for crop, outline in zip(crops, outlines):  # a patch 40 grey levels brighter, cut along the outline
+        mask = np.zeros(crop.shape[:2], np.uint8)
+        cv2.fillConvexPoly(mask, np.round(outline).astype(np.int32), 1)
+        crop[mask > 0] = np.clip(crop[mask > 0].astype(int) + 40, 0, 255)
+    assert seam_strength(crops, outlines) > 1.5 * before

@@ -25,7 +25,7 @@ def test_silence_gives_the_rest_shape_and_few_closed_references(lipsync, mouth_a
     and changed only now and then as the head moves (so its chin stays under the face)."""
     shapes = lipsync.audio_features(np.zeros(2 * 16000, np.float32))
     np.testing.assert_allclose(shapes, np.repeat(lipsync.mouth.rest_shape[None], len(shapes), 0), atol=1e-6)
-    references = np.concatenate([refs for _, refs in lipsync.chunks(shapes, np.arange(len(shapes)) % 50)])
+    references = np.concatenate([refs for _, refs in lipsync.chunks(shapes, np.arange(len(shapes)) % 50)])[:, 0].astype(int)
     assert np.count_nonzero(np.diff(references)) <= len(references) // 6  # a change every 6 frames at most
     openings = aperture(lip_shapes(mouth_avatar.landmarks(), mouth_avatar.boxes()))
     bank = openings[lipsync.mouth.bank]
@@ -55,7 +55,7 @@ def test_picked_mouth_opens_when_the_wanted_shape_opens(lipsync, mouth_avatar):
     picks = {}
     for name, wanted in (("closed", closed), ("wide", wide)):
         pick = lipsync.mouth.picker()
-        picks[name] = pick(wanted, lipsync.mouth.poses[0])
+        picks[name] = pick(wanted[None], lipsync.mouth.poses[:1])
     all_shapes = lip_shapes(mouth_avatar.landmarks(), mouth_avatar.boxes())
     assert aperture(all_shapes[picks["wide"]]) > aperture(all_shapes[picks["closed"]]) + 0.5 * (aperture(wide) - aperture(closed))
 
@@ -78,15 +78,16 @@ def test_in_silence_the_resting_mouth_comes_from_a_frame_posed_like_the_target(l
     """One resting mouth held over a moving head would slide its chin beside the target's:
     in silence the picker weighs the head pose too, so its references sit closer in pose
     to the frames they are pasted on than those of a picker that ignores pose."""
-    mouth, rest = lipsync.mouth, lipsync.mouth.rest_shape
+    mouth = lipsync.mouth
     aware, blind = mouth.picker(), mouth.picker()
     blind.pose_unit = 0.0
-    targets = mouth.bank[:: max(1, len(mouth.bank) // 12)]
+    targets = np.concatenate([mouth.bank, mouth.bank[::-1]])  # the ping-pong walk a long silence draws on
+    rest = np.repeat(mouth.rest_shape[None], len(targets), axis=0)
 
     def mean_distance(picker):
-        return np.mean([np.linalg.norm(mouth.poses[picker(rest, mouth.poses[t])] - mouth.poses[t]) for t in targets])
+        return np.mean(np.linalg.norm(mouth.poses[picker.path(rest, mouth.poses[targets])] - mouth.poses[targets], axis=1))
 
-    assert mean_distance(aware) < 0.8 * mean_distance(blind)
+    assert mean_distance(aware) < 0.9 * mean_distance(blind)
 
 
 def test_pasted_mouth_changes_the_mouth_and_keeps_the_rest(lipsync, mouth_avatar):
@@ -106,7 +107,7 @@ def test_pasted_mouth_changes_the_mouth_and_keeps_the_rest(lipsync, mouth_avatar
 def test_speech_moves_the_rendered_mouth(lipsync):
     speech, _ = load_audio(fixture_path("speech_44k.wav"))
     shapes = lipsync.audio_features(speech[: 4 * 16000])
-    references = np.concatenate([refs for _, refs in lipsync.chunks(shapes, np.zeros(len(shapes), int))])
+    references = np.concatenate([refs for _, refs in lipsync.chunks(shapes, np.zeros(len(shapes), int))])[:, 0].astype(int)
     all_shapes = lip_shapes(lipsync.avatar.landmarks(), lipsync.avatar.boxes())
     assert len(set(references.tolist())) > 10
     assert np.corrcoef(aperture(all_shapes[references]), aperture(shapes))[0, 1] > 0.5

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from synctalk2d.face.lip_shape import aperture, lip_shapes
 from synctalk2d.inference.lipsync import LipSync
 from synctalk2d.inference.stream import LiveSession
 from synctalk2d.media.audio import load_audio
@@ -48,12 +49,18 @@ def test_stream_renders_the_mouth_infer_renders(lipsync):
     speaking = [f for f in frames if f.utterance is not None]
     assert [f.index for f in speaking] == list(range(len(speaking))) and len(speaking) == 100
     assert not any(f.held for f in speaking)
-    # offline, on the same source frames: the file path of `infer`
+    # offline, on the same source frames: the file path of `infer`, whose references are
+    # chosen over the whole file; the stream chooses each over what it has of the audio
+    # beyond it (at real-time pace, little), so they differ, but show the same mouth movement
     sources = np.array([f.source for f in speaking])
-    offline = list(lipsync.generator.frames(lipsync.chunks(lipsync.audio_features(wav), sources)))
-    differences = [np.abs(a.image.astype(int) - b.astype(int)).mean() for a, b in zip(speaking, offline)]
-    assert np.mean(np.array(differences) == 0) >= 0.95, differences
-    assert max(differences) < 3.0
+    wanted = lipsync.audio_features(wav)
+    offline = np.concatenate([refs for _, refs in lipsync.chunks(wanted, sources)])[:, 0].astype(int)
+    streamed = np.array([f.reference for f in speaking])
+    opening = aperture(lip_shapes(lipsync.avatar.landmarks(), lipsync.avatar.boxes()))
+    follows = {name: np.corrcoef(opening[refs], aperture(wanted))[0, 1] for name, refs in (("stream", streamed), ("file", offline))}
+    assert follows["stream"] > 0.7 and follows["stream"] > follows["file"] - 0.1, follows
+    cuts = lambda refs: np.sum(~np.isin(np.diff(refs), (0, 1)))  # noqa: E731
+    assert cuts(streamed) <= 2 * cuts(offline) + 5
 
 
 def test_idle_frames_are_the_recording_and_speech_continues_the_walk(lipsync):

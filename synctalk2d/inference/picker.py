@@ -1,0 +1,188 @@
+"""Which recorded mouth to draw on each frame: a sequence decision, not a frame-by-frame one.
+
+Each output frame wants a lip shape (`inference.mouth.MouthStream`) and is drawn on a
+target frame with its own head pose. Any recorded frame of the avatar's bank can lend its
+mouth; which one is chosen for the whole utterance at once by a Viterbi search over the
+bank:
+
+- **shape cost**: how far the reference's lips are from the wanted shape (in the model's
+  coefficients, the opening weighted up), plus how far its head pose is from the target's
+  (the paste aligns faces in the image plane only: a turned or nodding reference would put
+  its chin beside the target's);
+- **transition cost**: going on to the next recorded frame, or holding the same one, is
+  free (the mouth then moves as the recording moved); any other change costs
+  `SWITCH_COST` opening stds, because it is a cut from one moment of the recording to
+  another (other teeth, light, stubble), which a viewer sees as a jump.
+
+A file is decided over its whole length; a live stream decides each frame over the shapes
+it already has beyond it (its look-ahead), starting from the reference it drew last: the
+same search, so a file and a stream with the same look-ahead agree. Where the chosen
+references still cut, `Crossings` spreads the change over `CROSSING_SHARES` frames (the
+paste morphs one mouth into the other along their optical flow, `inference.mouth`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from synctalk2d.models.mouth import MouthModel
+
+OPENING_WEIGHT = 2.0  # in matching references, the opening counts twice as much as width and the rest
+# a head pose as far from the target's as the avatar's typical spread costs this many opening
+# stds: in silence (one mouth held over a moving head) and in speech
+POSE_WEIGHT, POSE_WEIGHT_SPEECH = 0.7, 0.35
+SWITCH_COST = 4.0  # opening stds: what a cut to a reference other than the next recorded frame costs
+CUT_SHAPE_WEIGHT = 0.0  # ... plus this times how far the new mouth is from where the old run was going
+CUT_CANDIDATES = 8  # paths a cut may come from (the cheapest ones)
+CUT_HORIZON = 2  # frames over which a cut pays off (a stream seeing fewer charges it pro rata)
+BLOCK = 500  # frames decided per Viterbi pass over a long file (bounds memory) ...
+BLOCK_OVERLAP = 50  # ... of which the last ones are decided again with the next block
+# a cut between references is spread over these frames: the new mouth's share in each (the
+# first one already half: a crossing that started later would draw the new mouth late)
+CROSSING_SHARES = (0.5, 0.75)
+
+
+class ReferencePicker:
+    """Chooses reference frames for a sequence of wanted lip shapes, from the ``frames`` of
+    a bank whose lip shapes are ``shapes`` and head poses ``poses`` (`inference.mouth.face_poses`)."""
+
+    def __init__(self, model: MouthModel, mean_shape: np.ndarray, rest_shape: np.ndarray, frames: np.ndarray, shapes: np.ndarray, poses: np.ndarray):
+        self.model, self.mean_shape = model, mean_shape
+        self.weights = np.ones(model.config.num_coefficients, np.float32)
+        self.weights[0] = OPENING_WEIGHT
+        self.bank, self.coefficients, self.poses = np.asarray(frames), self.project(shapes), poses
+        self.rest = self.project(rest_shape[None])[0]
+        opening_std = float(model.scale[0])
+        self.switch_cost = SWITCH_COST * opening_std
+        self.cut_shape_weight = CUT_SHAPE_WEIGHT
+        self.pose_weights = POSE_WEIGHT, POSE_WEIGHT_SPEECH  # in silence, in speech
+        spread = float(np.median(np.linalg.norm(poses - np.median(poses, axis=0), axis=1))) if len(poses) else 1.0
+        self.pose_unit = opening_std / max(spread, 1e-6)  # per unit of pose distance
+        self.continues = np.r_[False, np.diff(self.bank) == 1]  # bank[n] is the recorded frame after bank[n - 1]
+        self.previous: int | None = None  # bank position drawn last (`__call__`)
+
+    def project(self, shapes: np.ndarray) -> np.ndarray:
+        """The coordinates references are matched in: the shape change along the basis
+        (in the avatar's units), the opening weighted up by `OPENING_WEIGHT`."""
+        with torch.inference_mode():
+            change = torch.from_numpy((shapes - self.mean_shape).astype(np.float32))
+            return (self.model.coefficients(change) * self.model.scale).numpy() * self.weights
+
+    def costs(self, shapes: np.ndarray, poses: np.ndarray) -> np.ndarray:
+        """(T, bank) cost of drawing each bank frame's mouth for each of the (T, 40) wanted
+        ``shapes`` on targets whose head poses are ``poses`` (T, P)."""
+        wanted = self.project(shapes)
+        resting = np.all(np.isclose(wanted, self.rest, atol=1e-5), axis=1)
+        shape_cost, pose_cost = distances(wanted, self.coefficients), distances(poses, self.poses)
+        weight = np.where(resting, *self.pose_weights)[:, None]
+        return (shape_cost + weight * self.pose_unit * pose_cost).astype(np.float32)
+
+    def positions(self, shapes: np.ndarray, poses: np.ndarray, previous: int | None = None, switch_cost: float | None = None) -> np.ndarray:
+        """(T,) bank positions of the cheapest path for the wanted ``shapes`` on targets
+        posed ``poses``, starting after bank position ``previous`` (None: anywhere), a cut
+        costing ``switch_cost`` (default: the picker's)."""
+        out = np.empty(len(shapes), np.int64)
+        start = 0
+        while start < len(shapes):
+            stop = min(start + BLOCK, len(shapes))
+            path = self._viterbi(self.costs(shapes[start:stop], poses[start:stop]), previous, self.switch_cost if switch_cost is None else switch_cost)
+            keep = len(path) if stop == len(shapes) else len(path) - BLOCK_OVERLAP
+            out[start : start + keep] = path[:keep]
+            previous, start = int(path[keep - 1]), start + keep
+        return out
+
+    def path(self, shapes: np.ndarray, poses: np.ndarray, previous: int | None = None) -> np.ndarray:
+        """(T,) avatar frame numbers to take the mouths from (see `positions`)."""
+        return self.bank[self.positions(shapes, poses, previous)]
+
+    def __call__(self, shapes: np.ndarray, poses: np.ndarray) -> int:
+        """The avatar frame for the first of ``shapes`` (the frame being drawn, then the
+        look-ahead a stream has beyond it), continuing from the one drawn last. A cut pays
+        off over the frames it serves; with fewer than `CUT_HORIZON` frames in sight it is
+        charged for those alone, or a stream with no look-ahead would hold on to a mouth
+        the speech has left."""
+        switch_cost = self.switch_cost * min(1.0, len(shapes) / CUT_HORIZON)
+        position = int(self.positions(shapes, poses, self.previous, switch_cost)[0])
+        self.previous = position
+        return int(self.bank[position])
+
+    def _viterbi(self, costs: np.ndarray, previous: int | None, switch_cost: float) -> np.ndarray:
+        steps, size = costs.shape
+        back = np.empty((steps, size), np.int64)
+        if previous is None:
+            total = costs[0].copy()
+            back[0] = np.arange(size)
+            first = 1
+        else:
+            total = np.full(size, np.inf, np.float32)
+            total[previous] = 0.0
+            first = 0
+        arange = np.arange(size)
+        for t in range(first, steps):
+            came, arrived = self._cuts(total, switch_cost)
+            held = total <= arrived  # holding the same reference: free
+            came[held], arrived[held] = arange[held], total[held]
+            going_on = np.zeros(size, bool)  # the next recorded frame: free
+            going_on[1:] = self.continues[1:] & (total[:-1] < arrived[1:])
+            came[going_on], arrived[going_on] = arange[going_on] - 1, total[np.flatnonzero(going_on) - 1]
+            total = arrived + costs[t]
+            back[t] = came
+        path = np.empty(steps, np.int64)
+        path[-1] = int(np.argmin(total))
+        for t in range(steps - 1, 0, -1):
+            path[t - 1] = back[t, path[t]]
+        return path
+
+    def _cuts(self, total: np.ndarray, switch_cost: float) -> tuple[np.ndarray, np.ndarray]:
+        """For every bank position, the cheapest cut into it from the paths ending at the
+        `CUT_CANDIDATES` cheapest positions: (where it came from, its total). A cut costs
+        `SWITCH_COST`, plus `CUT_SHAPE_WEIGHT` times how far the new mouth's shape is from
+        the one the old run would have shown next (the size of the visible jump)."""
+        size = len(total)
+        if not self.cut_shape_weight:
+            best = int(np.argmin(total))
+            return np.full(size, best), np.full(size, total[best] + switch_cost, np.float32)
+        candidates = np.argpartition(total, min(CUT_CANDIDATES, size) - 1)[:CUT_CANDIDATES]
+        candidates = candidates[np.isfinite(total[candidates])]
+        after = np.minimum(candidates + 1, size - 1)
+        after = np.where(self.continues[after] & (candidates + 1 < size), after, candidates)  # what the old run shows next
+        jump = distances(self.coefficients[after], self.coefficients)
+        cost = total[candidates][:, None] + switch_cost + self.cut_shape_weight * jump
+        which = np.argmin(cost, axis=0)
+        return candidates[which], cost[which, np.arange(size)].astype(np.float32)
+
+
+def distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)) Euclidean distances between rows, through one matrix product."""
+    a, b = a.astype(np.float32), b.astype(np.float32)
+    squared = (a * a).sum(axis=1)[:, None] + (b * b).sum(axis=1)[None] - 2 * a @ b.T
+    return np.sqrt(np.maximum(squared, 0))
+
+
+class Crossings:
+    """Turns the chosen references, one frame at a time, into what is drawn: (reference,
+    the reference it comes from, share of the new one). Where a reference is not the
+    recorded frame after the one before (nor the same), the old mouth goes on along the
+    recording while it morphs into the new one over the frames of `CROSSING_SHARES`, so no frame
+    cuts from one mouth to another."""
+
+    def __init__(self, bank: np.ndarray):
+        self.last = int(bank.max())
+        self.drawn: int | None = None  # the reference drawn last
+        self.old: int | None = None  # the mouth being left: where it has got to along the recording
+        self.step = len(CROSSING_SHARES)  # frames into the current crossing (all of them: none running)
+
+    def __call__(self, reference: int) -> tuple[int, int, float]:
+        if self.drawn is not None and reference - self.drawn not in (0, 1):
+            self.old, self.step = self.drawn, 0
+        self.drawn = reference
+        if self.step >= len(CROSSING_SHARES):
+            return reference, reference, 1.0
+        self.old = min(self.old + 1, self.last)
+        self.step += 1
+        return reference, self.old, CROSSING_SHARES[self.step - 1]
+
+    def plan(self, references: np.ndarray) -> np.ndarray:
+        """(T, 3) float rows of (reference, from reference, share) for a whole sequence."""
+        return np.array([self(int(r)) for r in references], np.float64).reshape(-1, 3)
