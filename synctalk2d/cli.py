@@ -270,7 +270,11 @@ def demo(
     console.print(f"[green]demo video:[/green] {result.video.output.resolve()} ({result.video.frames} frames)")
 
 
-QueueOption = typer.Option(None, "--queue", help="redis://host:port/db: run jobs on `synctalk2d worker` processes through RQ (default: in this process).")
+QueueOption = typer.Option(
+    None,
+    "--queue",
+    help="redis://host:port/db: run jobs on `synctalk2d worker` processes through RQ, job records in the same Redis (default: in this process).",
+)
 MaxLoadedOption = typer.Option(4, "--max-loaded-avatars", help="Avatars kept loaded at once; the least recently used one without a live session is unloaded.")
 
 
@@ -283,7 +287,11 @@ def serve(
     api_key: str | None = typer.Option(
         None, "--api-key", envvar="SYNCTALK2D_API_KEY", help="Require this key on every API call and stream (env SYNCTALK2D_API_KEY)."
     ),
-    jobs_dir: Path | None = typer.Option(None, "--jobs-dir", help="Where jobs keep their state (jobs.sqlite) and files (default: a temporary directory)."),
+    jobs_dir: Path | None = typer.Option(
+        None,
+        "--jobs-dir",
+        help="Job files, and without --queue job state (jobs.sqlite) (default: a temporary directory; with --queue: required, shared with the workers).",
+    ),
     queue: str | None = QueueOption,
     job_workers: int = typer.Option(1, "--job-workers", help="Jobs run at the same time in this process (without --queue)."),
     job_timeout: float = typer.Option(1800.0, "--job-timeout", help="Seconds a job may run before it is failed as stuck."),
@@ -306,6 +314,8 @@ def serve(
         raise UserError("give one of --avatar DIR (one avatar) or --avatars DIR (a directory of avatars)")
     if avatars is not None and not avatars.is_dir():
         raise UserError(f"{avatars}: no such directory")
+    if queue and jobs_dir is None:
+        raise UserError("--queue needs --jobs-dir: a directory the workers share, where they read each job's input and write its video")
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         console.print(f"[yellow]warning:[/yellow] serving on {host} without --api-key: anyone who can reach this port can use it", soft_wrap=True)
     settings = ServerSettings(
@@ -330,11 +340,11 @@ def serve(
 def worker(
     queue: str = typer.Option(..., "--queue", help="The queue `serve --queue` sends jobs to (redis://host:port/db)."),
     avatars: Path = typer.Option(..., "--avatars", help="The server's avatar directory (for `serve --avatar DIR`: DIR's parent)."),
-    jobs_dir: Path = typer.Option(..., "--jobs-dir", help="The server's --jobs-dir."),
+    jobs_dir: Path = typer.Option(..., "--jobs-dir", help="The server's --jobs-dir (job inputs and videos), mounted on this machine."),
     max_loaded_avatars: int = MaxLoadedOption,
     debug: bool = DebugOption,
 ) -> None:
-    """Run the server's render and avatar jobs from an RQ queue, on this or any machine sharing its avatar and jobs directories."""
+    """Run the server's render and avatar jobs from an RQ queue, on this or any machine sharing its Redis and its avatar and jobs directories."""
     from synctalk2d.serving.queue import connect, run_worker
 
     tune_process()

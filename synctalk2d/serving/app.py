@@ -1,8 +1,8 @@
 """The HTTP server of `synctalk2d serve`: avatars, render jobs, the live stream and the web page.
 
 Avatars come from an `AvatarStore` (a directory of them, loaded on first use into a bounded
-cache; or one avatar, `serve --avatar`). Jobs are rows of the durable `JobStore` and run in
-a `JobQueue` (this process's threads, or RQ workers). Routes:
+cache; or one avatar, `serve --avatar`). Jobs are records of the durable job store (SQLite,
+or Redis with a queue) and run in a `JobQueue` (this process's threads, or RQ workers). Routes:
 
 * ``GET /healthz``: the server is up, with its load (live sessions, jobs, loaded avatars);
 * ``GET /v1/avatars`` → the avatars; ``POST /v1/avatars`` (multipart ``video``, optional
@@ -44,7 +44,7 @@ from synctalk2d.media.audio import SAMPLE_RATE, load_audio
 from synctalk2d.media.video import probe_video
 from synctalk2d.serving import live
 from synctalk2d.serving.avatars import AvatarStore, UnknownAvatar
-from synctalk2d.serving.jobs import INPUT, Job, JobStore, QueueFull
+from synctalk2d.serving.jobs import INPUT, Job, QueueFull, open_store
 from synctalk2d.serving.queue import JobQueue, LocalQueue, RedisQueue
 from synctalk2d.serving.tasks import AUDIO, VIDEO
 
@@ -120,7 +120,7 @@ def create_app(avatars: AvatarStore | str | Path, settings: ServerSettings | Non
         avatars.get(avatars.only)  # load it now: a bad avatar fails at start, in one line
     own_jobs_dir = settings.jobs_dir is None
     jobs_dir = Path(tempfile.mkdtemp(prefix="synctalk2d-jobs-")) if own_jobs_dir else Path(settings.jobs_dir)
-    jobs = JobStore(jobs_dir, settings.max_queued_jobs, settings.retention)
+    jobs = open_store(jobs_dir, settings.queue, settings.max_queued_jobs, settings.retention)
     queue: JobQueue = RedisQueue(settings.queue, settings.job_timeout) if settings.queue else LocalQueue(jobs, avatars, settings.job_workers)
     # after a restart: without a queue, jobs that were running died with the last process; with
     # one, only those whose workers went silent. Queued jobs are handed over again either way

@@ -2,12 +2,14 @@
 workers on any machine that shares the avatar store and the jobs directory
 (`RedisQueue` on the server, `run_worker` behind `synctalk2d worker`).
 
-Both only carry job ids: the job itself (its inputs, state, progress and heartbeat) is in
-the durable `JobStore`, which every runner opens, so the server answers status requests
-the same way in both modes, a Redis restart loses no job (the server queues its queued jobs
-again at start), and a job delivered twice runs once (`JobStore.claim`). RQ workers are
-`SimpleWorker`s, which run jobs in their own process rather than a fork per job, so the
-avatars they loaded stay loaded between jobs.
+Both only carry job ids: the job itself (its state, progress and heartbeat) is in the
+durable job store, which every runner opens (SQLite without a queue; with one, the
+`RedisJobStore` in the queue's own Redis, so workers on other machines share nothing but
+Redis and the directories), and its files are in the jobs directory. The server answers
+status requests the same way in both modes, a job lost by the queue is handed over again
+(the server queues its queued jobs again at start), and a job delivered twice runs once
+(the store's atomic `claim`). RQ workers are `SimpleWorker`s, which run jobs in their own
+process rather than a fork per job, so the avatars they loaded stay loaded between jobs.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Protocol
 
 from synctalk2d.serving.avatars import AvatarStore
-from synctalk2d.serving.jobs import JobStore
+from synctalk2d.serving.jobs import Store, connect, open_store
 from synctalk2d.serving.tasks import run_job
 
 QUEUE_NAME = "synctalk2d"
@@ -34,7 +36,7 @@ class JobQueue(Protocol):
 class LocalQueue:
     """Jobs run in ``workers`` threads of this process."""
 
-    def __init__(self, jobs: JobStore, avatars: AvatarStore, workers: int = 1):
+    def __init__(self, jobs: Store, avatars: AvatarStore, workers: int = 1):
         self.jobs, self.avatars = jobs, avatars
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="job")
 
@@ -43,21 +45,6 @@ class LocalQueue:
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
-
-
-def connect(url: str):
-    """A Redis connection to ``url`` (redis://host:port/db), checked now so a wrong URL fails at start in one line."""
-    from redis import Redis
-    from redis.exceptions import RedisError
-
-    from synctalk2d.errors import UserError
-
-    connection = Redis.from_url(url)
-    try:
-        connection.ping()
-    except RedisError as e:
-        raise UserError(f"cannot reach the queue at {url}: {e}") from None
-    return connection
 
 
 class RedisQueue:
@@ -77,7 +64,7 @@ class RedisQueue:
         self.queue.connection.close()
 
 
-_worker_stores: tuple[JobStore, AvatarStore] | None = None  # set by `run_worker` in a worker process
+_worker_stores: tuple[Store, AvatarStore] | None = None  # set by `run_worker` in a worker process
 
 
 def perform(job_id: str) -> None:
@@ -95,5 +82,5 @@ def run_worker(url: str, avatars_dir: Path, jobs_dir: Path, max_loaded: int = 4)
     if not Path(avatars_dir).is_dir():
         raise UserError(f"{avatars_dir}: no such avatar directory")
     connection = connect(url)
-    _worker_stores = (JobStore(jobs_dir), AvatarStore(avatars_dir, max_loaded))
+    _worker_stores = (open_store(jobs_dir, url), AvatarStore(avatars_dir, max_loaded))
     SimpleWorker([QUEUE_NAME], connection=connection).work(logging_level="WARNING")

@@ -18,7 +18,7 @@ from pathlib import Path
 from synctalk2d.errors import UserError
 from synctalk2d.inference.offline import render
 from synctalk2d.serving.avatars import NAME_FILE, AvatarStore
-from synctalk2d.serving.jobs import INPUT, Job, JobStore
+from synctalk2d.serving.jobs import INPUT, Job, Store
 
 HEARTBEAT = 1.0  # seconds between a runner's heartbeats
 VIDEO, AUDIO = "video", "audio"  # an avatar job's inputs in its directory
@@ -30,7 +30,7 @@ def runner_name() -> str:
     return f"{socket.gethostname()}/{os.getpid()}"
 
 
-def run_job(jobs: JobStore, avatars: AvatarStore, job_id: str) -> None:
+def run_job(jobs: Store, avatars: AvatarStore, job_id: str) -> None:
     """Run the job ``job_id`` if it is still queued; never raises for a failed job."""
     worker = runner_name()
     job = jobs.claim(job_id, worker)
@@ -76,12 +76,12 @@ def building(avatars: AvatarStore, job: Job) -> Path:
     return avatars.root / f".building-{job.avatar}"
 
 
-def render_job(job: Job, jobs: JobStore, avatars: AvatarStore, on_progress: Callable[[float], None]) -> None:
+def render_job(job: Job, jobs: Store, avatars: AvatarStore, on_progress: Callable[[float], None]) -> None:
     with avatars.lease(job.avatar) as lipsync:
         render(lipsync, job.directory / INPUT, jobs.output(job), show_progress=False, on_progress=on_progress)
 
 
-def avatar_job(job: Job, jobs: JobStore, avatars: AvatarStore, on_progress: Callable[[float], None]) -> None:
+def avatar_job(job: Job, jobs: Store, avatars: AvatarStore, on_progress: Callable[[float], None]) -> None:
     """Preprocess and train with the defaults of `synctalk2d preprocess` and `train`, in a
     hidden directory of the store renamed into place when the avatar is trained, so the
     avatar is listed only once it can be used."""

@@ -1,9 +1,11 @@
 """Serving fixtures (loaded by tests/conftest.py): a real `synctalk2d serve` (uvicorn in a
 thread) on a free port, for WebSocket and browser tests; `synctalk2d` commands run as
-processes of their own (`spawn`), for tests that kill them."""
+processes of their own (`spawn`), for tests that kill them; a redis-server of our own
+(`redis_url`), for the queue and the Redis job store."""
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import sys
@@ -94,3 +96,22 @@ def store_dir(mouth_avatar, tmp_path_factory):
         (root / name).symlink_to(mouth_avatar.root, target_is_directory=True)
     (root / "notes").mkdir()
     return root
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    """A redis-server of our own on a free loopback port, nothing saved to disk (each test
+    keeps to keys of its own: a `RedisJobStore` prefix, or the default one for the one
+    test that runs a server and workers)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is missing: run `make redis` (Debian's redis-server package)")
+    port = free_port()
+    server = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_for_port(port, server, timeout=10)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        stop(server)

@@ -1,5 +1,6 @@
-"""The durable job store: one runner per job, dead runners' jobs retried once, stuck jobs
-failed, and a server killed mid-queue that picks its jobs up again after a restart."""
+"""The durable job stores (SQLite, and Redis for `--queue`): one runner per job, dead
+runners' jobs retried once, stuck jobs failed, and a server killed mid-queue that picks its
+jobs up again after a restart."""
 
 from __future__ import annotations
 
@@ -8,25 +9,35 @@ import os
 import signal
 import time
 import urllib.request
+import uuid
 
 import pytest
 from fastapi.testclient import TestClient
 
 from synctalk2d.serving.app import ServerSettings, create_app
-from synctalk2d.serving.jobs import MAX_ATTEMPTS, JobStore
+from synctalk2d.serving.jobs import MAX_ATTEMPTS, JobStore, RedisJobStore
 from tests.conftest import decode_rgb, write_speech
 from tests.serving.fixtures import free_port, spawn, stop, wait_for_port
 from tests.serving.test_app import wait_for_job
 
 
-def queued_job(store: JobStore, avatar: str = "a"):
+@pytest.fixture(params=["sqlite", "redis"])
+def open_store(request):
+    """Opens the job store of a jobs directory: SQLite, or Redis (keys of this test's own)."""
+    if request.param == "sqlite":
+        return JobStore
+    url, prefix = request.getfixturevalue("redis_url"), f"test-{uuid.uuid4().hex}"
+    return lambda root: RedisJobStore(root, url, prefix=prefix)
+
+
+def queued_job(store, avatar: str = "a"):
     job = store.create("render", avatar)
     store.submit(job)
     return job
 
 
-def test_a_job_is_claimed_once_and_only_its_runner_finishes_it(tmp_path):
-    store = JobStore(tmp_path)
+def test_a_job_is_claimed_once_and_only_its_runner_finishes_it(open_store, tmp_path):
+    store = open_store(tmp_path)
     job = queued_job(store)
     assert store.claim(job.id, "w1").status == "running"
     assert store.claim(job.id, "w2") is None  # delivered twice: runs once
@@ -44,8 +55,8 @@ def test_a_job_is_claimed_once_and_only_its_runner_finishes_it(tmp_path):
     }
 
 
-def test_a_dead_runner_s_job_is_retried_once_then_failed(tmp_path):
-    store = JobStore(tmp_path)
+def test_a_dead_runner_s_job_is_retried_once_then_failed(open_store, tmp_path):
+    store = open_store(tmp_path)
     job = queued_job(store)
     for attempt in range(1, MAX_ATTEMPTS + 1):
         store.claim(job.id, f"w{attempt}")
@@ -57,15 +68,15 @@ def test_a_dead_runner_s_job_is_retried_once_then_failed(tmp_path):
     assert failed.status == "failed" and failed.attempts == MAX_ATTEMPTS and "stopped while running it" in failed.error
 
 
-def test_a_stuck_job_fails_with_the_reason_and_state_survives_reopening(tmp_path):
-    store = JobStore(tmp_path)
+def test_a_stuck_job_fails_with_the_reason_and_state_survives_reopening(open_store, tmp_path):
+    store = open_store(tmp_path)
     stuck, waiting = queued_job(store), queued_job(store)
     store.claim(stuck.id, "w1")
     time.sleep(0.05)
     assert store.expire(timeout=0.01) == 1
     assert "--job-timeout" in store.get(stuck.id).error and not store.finish(stuck.id, "w1")
     store.close()
-    reopened = JobStore(tmp_path)
+    reopened = open_store(tmp_path)
     assert reopened.queued() == [waiting.id] and reopened.get(stuck.id).status == "failed"
     assert reopened.clean(now=time.time() + reopened.retention + 1) == 1 and not stuck.directory.exists()
 

@@ -1,10 +1,10 @@
 """Jobs on RQ workers (`serve --queue`, `synctalk2d worker`) against a real redis-server:
-a worker killed mid-job loses nothing, and the job is done once, by another worker."""
+a worker killed mid-job loses nothing, and the job is done once, by another worker. The job
+records are in Redis, so server and workers share only Redis and the jobs directory."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,38 +15,25 @@ from fastapi.testclient import TestClient
 
 from synctalk2d.serving.app import ServerSettings, create_app
 from synctalk2d.serving.avatars import AvatarStore
-from synctalk2d.serving.jobs import JobStore
+from synctalk2d.serving.jobs import DATABASE, RedisJobStore
+from synctalk2d.serving.queue import QUEUE_NAME, perform
 from tests.conftest import decode_rgb, write_speech
-from tests.serving.fixtures import free_port, spawn, stop, wait_for_port
+from tests.serving.fixtures import free_port, spawn, stop
 from tests.serving.test_app import wait_for_job
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def redis_url():
-    """A redis-server of our own on a free loopback port, nothing saved to disk."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is missing: run `make redis` (Debian's redis-server package)")
-    port = free_port()
-    server = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        wait_for_port(port, server, timeout=10)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        stop(server)
-
-
 def test_a_worker_killed_mid_job_loses_nothing(redis_url, mouth_avatar, tmp_path):
     store_dir, jobs_dir = mouth_avatar.root.parent, tmp_path / "jobs"
     from redis import Redis
-    from rq import Worker
+    from rq import Queue, Worker
 
     connection = Redis.from_url(redis_url)
-    workers = [spawn("worker", "--queue", redis_url, "--avatars", str(store_dir), "--jobs-dir", str(jobs_dir)) for _ in range(2)]
+    jobs_dir.mkdir()
+    mount = tmp_path / "mnt-jobs"  # the workers' path to the shared jobs directory differs from the server's, as on other machines
+    mount.symlink_to(jobs_dir, target_is_directory=True)
+    workers = [spawn("worker", "--queue", redis_url, "--avatars", str(store_dir), "--jobs-dir", str(mount)) for _ in range(2)]
     settings = ServerSettings(queue=redis_url, jobs_dir=jobs_dir, stale_after=3.0, sweep_every=0.5)
     try:
         deadline = time.time() + 60
@@ -57,7 +44,7 @@ def test_a_worker_killed_mid_job_loses_nothing(redis_url, mouth_avatar, tmp_path
             audio = write_speech(tmp_path / "speech.wav", 6.0)
             created = client.post(f"/v1/avatars/{mouth_avatar.root.name}/videos", files={"audio": ("speech.wav", audio.read_bytes())})
             job_id = created.json()["id"]
-            store = JobStore(jobs_dir)
+            store = RedisJobStore(jobs_dir, redis_url)
             while store.get(job_id).progress == 0:  # running, with frames rendered
                 time.sleep(0.05)
             first = store.get(job_id).worker
@@ -67,12 +54,21 @@ def test_a_worker_killed_mid_job_loses_nothing(redis_url, mouth_avatar, tmp_path
             assert client.get("/healthz").json()["queue"] == "redis"
             done = wait_for_job(client, job_id, timeout=60)
             job = store.get(job_id)
+            # delivered again after it is done (as `RedisQueue.submit` does): a worker runs the delivery, not the job
+            delivery = Queue(QUEUE_NAME, connection=connection).enqueue_call(perform, args=(job_id,), job_id=f"{job_id}-again", result_ttl=60)
+            deadline = time.time() + 30
+            while delivery.get_status(refresh=True) != "finished":
+                assert time.time() < deadline, delivery.get_status()
+                time.sleep(0.1)
+            again = store.get(job_id)
     finally:
         for worker in workers:
             stop(worker)
     survivor = next(w for w in workers if w is not victim)
     assert survivor.returncode == 0  # SIGTERM: a clean stop, not the kill `stop` falls back to
     assert done["status"] == "done" and job.attempts == 2 and job.worker != first
+    assert (again.attempts, again.worker, again.finished) == (job.attempts, job.worker, job.finished)
+    assert not list(jobs_dir.glob(DATABASE + "*"))  # no SQLite in queue mode: the records are in Redis
     assert sorted(p.name for p in (jobs_dir / job_id).iterdir()) == ["output.mp4"]  # once: no half-written copy left
     assert len(decode_rgb(jobs_dir / job_id / "output.mp4")) == 150
 
@@ -86,3 +82,13 @@ def test_a_queue_that_cannot_be_reached_is_one_line(tmp_path):
         timeout=120,
     )
     assert result.returncode == 1 and result.stderr.count("\n") == 1 and "cannot reach the queue" in result.stderr
+
+
+def test_a_queue_needs_a_shared_jobs_dir(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "synctalk2d", "serve", "--avatars", str(tmp_path), "--queue", "redis://127.0.0.1:1/0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1 and result.stderr.count("\n") == 1 and "--queue needs --jobs-dir" in result.stderr
