@@ -2,6 +2,7 @@
 
     python bench/quality.py [--workdir DIR] [--minutes 30] [--landmarks mediapipe|dlib]
                             [--folds N] [--prior-only] [--skip-render] [--skip-mouth]
+                            [--tails-only] [--clips NAME...] [--strips DIR] [picker variants, see --help]
 
 Every opening r is Pearson's r of the mouth opening **at lag 0** against the real frames;
 best lags and r at a recording's found delay are diagnostics beside it.
@@ -96,6 +97,7 @@ SPEAKERS = read_speakers()
 FOLDS = 0  # 0: leave one speaker out; N: speakers dealt into N folds (`--folds`)
 SWITCH_COST_SCALE = 1.0  # the picker's cut cost times this (`--switch-cost-scale`; 0: frame by frame)
 CUT_SHAPE_WEIGHT: float | None = None  # the picker's `CUT_SHAPE_WEIGHT` instead of the shipped one (`--cut-shape-weight`)
+HOLD_COST_SPEECH: float | None = None  # the picker's cost of holding a mouth in speech instead of the shipped one (`--hold-cost-speech`)
 POSE_WEIGHT_SPEECH: float | None = None  # the picker's head-pose weight in speech instead of the shipped one (`--pose-weight-speech`)
 CROSSINGS = True  # cuts spread over a few frames (`--no-crossings`: cut)
 STRIPS: Path | None = None  # where rendered tails leave PNG strips of consecutive mouths (`--strips`)
@@ -145,16 +147,18 @@ def rendered_tail(avatar: Avatar, cut: int, plan: np.ndarray, motion: Motion) ->
     """The tail frames ``cut``.. against those frames' audio rendered as `evaluate` does:
     mouths by ``plan`` (`inference.mouth.MouthConditioning.references`) pasted onto the
     frames from 0 on, both measured by the avatar's landmark model. Mouth-opening r by lag
-    (positive lag: the render is late), and how the rendered and the real tail's lips move
-    against the whole recording's (`evaluate.Motion`)."""
+    (positive lag: the render is late), and how the lips of the render, of the frames it is
+    drawn on (unchanged) and of the real tail move against the whole recording's
+    (`evaluate.Motion`)."""
     boxes = avatar.boxes()
     generator = MouthGenerator(avatar, avatar.landmarks())
     sources = frame_schedule(len(plan), cut, start=0, loop_back=False)
-    rendered, real = Detected(), Detected()
-    rendered_tracker, real_tracker = landmark_detector(avatar.info.landmark_model), landmark_detector(avatar.info.landmark_model)
+    rendered, unchanged, real = Detected(), Detected(), Detected()
+    trackers = [landmark_detector(avatar.info.landmark_model) for _ in range(3)]
     for k, (source, row) in enumerate(zip(sources, plan)):
-        rendered.add(generator.composite(int(source), row), boxes[source], rendered_tracker)
-        real.add(avatar.frame(cut + k), boxes[cut + k], real_tracker)
+        rendered.add(generator.composite(int(source), row), boxes[source], trackers[0])
+        unchanged.add(avatar.frame(int(source)), boxes[source], trackers[1])
+        real.add(avatar.frame(cut + k), boxes[cut + k], trackers[2])
     (rendered_crops, rendered_points), (real_crops, real_points) = rendered.arrays(), real.arrays()
     if STRIPS:
         turning = np.linalg.norm(np.diff(face_poses(avatar.landmarks()[sources]), axis=0), axis=1)  # the frames drawn on turn most
@@ -166,6 +170,7 @@ def rendered_tail(avatar: Avatar, cut: int, plan: np.ndarray, motion: Motion) ->
     return {
         "r_by_lag": correlation_by_lag(mouth_aperture(rendered_points), mouth_aperture(real_points), MAX_AV_OFFSET),
         "rendered": motion(rendered_crops, rendered_points),
+        "unchanged": motion(*unchanged.arrays()),
         "real": motion(real_crops, real_points),
         "sharpness_over_real": mean_sharpness(rendered_crops, regions) / mean_sharpness(real_crops, regions),
     }
@@ -294,6 +299,7 @@ def score_mouth_model(clips: list[Clip], workdir: Path, render: bool = True) -> 
             picker.switch_cost *= SWITCH_COST_SCALE
             picker.cut_shape_weight = picker.cut_shape_weight if CUT_SHAPE_WEIGHT is None else CUT_SHAPE_WEIGHT
             picker.pose_weights = (picker.pose_weights[0], POSE_WEIGHT_SPEECH or picker.pose_weights[1])
+            picker.hold_cost = picker.hold_cost if HOLD_COST_SPEECH is None else HOLD_COST_SPEECH * float(picker.model.scale[0])
             targets = frame_schedule(len(wanted), cut, start=0, loop_back=False)  # the frames `evaluate` draws on
             references = picker.path(wanted, poses[targets])
             plan = Crossings(bank).plan(references) if CROSSINGS else np.stack([references, references, np.ones(len(references))], axis=1)
@@ -327,6 +333,7 @@ def score_mouth_model(clips: list[Clip], workdir: Path, render: bool = True) -> 
                     "rendered_over_wanted_r": rendered["r_by_lag"][0] / by_lag["wanted"][0],
                     "sharpness_over_real": rendered["sharpness_over_real"],
                     **{f"rendered_{k}": v for k, v in rendered["rendered"].items()},
+                    **{f"unchanged_{k}": v for k, v in rendered["unchanged"].items()},
                     **{f"real_tail_{k}": v for k, v in rendered["real"].items()},
                 }
     # an r is nan where one side never moves (a tail the voice-activity rule calls silent
@@ -365,18 +372,12 @@ def score_mouth_model(clips: list[Clip], workdir: Path, render: bool = True) -> 
 def motion_summary(per_clip: dict) -> dict:
     """Jumps, seams and sharpness of the rendered tails: over all clips, and on the clips
     whose heads move most (with speaker_20s, a phone recording with a moving head)."""
-    keys = [
-        "rendered_jump_rate",
-        "rendered_change_p95_over_real",
-        "rendered_seam_over_real",
-        "real_tail_jump_rate",
-        "real_tail_change_p95_over_real",
-        "real_tail_seam_over_real",
-        "sharpness_over_real",
-    ]
+    measures = ("jump_rate", "change_p95_over_real", "seam_over_real")
+    keys = [f"{who}_{m}" for who in ("rendered", "unchanged", "real_tail") for m in measures] + ["sharpness_over_real"]
     moving = sorted((n for n in per_clip if n in SPEAKERS), key=lambda n: -per_clip[n]["head_motion"])[:2] + ["speaker_20s"]
     summary = {f"tail_mean_{k}": float(np.nanmean([v[k] for v in per_clip.values()])) for k in keys}
-    summary["tail_mean_rendered_over_wanted_r"] = float(np.nanmean([v["rendered_over_wanted_r"] for v in per_clip.values()]))
+    rendered, wanted = (float(np.mean([np.nan_to_num(v[k]) for v in per_clip.values()])) for k in ("tail_rendered_r", "tail_wanted_r"))
+    summary["rendered_fidelity"] = rendered / wanted  # the render's mean r over the wanted shapes' (ratios per clip explode where r ~ 0)
     summary["moving_heads"] = {
         n: {k: per_clip[n][k] for k in keys + ["tail_wanted_r", "tail_rendered_r", "rendered_over_wanted_r", "head_motion"]} for n in moving if n in per_clip
     }
@@ -489,27 +490,28 @@ def main() -> None:
     parser.add_argument("--prior-only", action="store_true", help="part 1's held-out prior r alone (no adaptation, picking or rendering)")
     parser.add_argument("--landmarks", default=DEFAULT_LANDMARKS, choices=list(LANDMARK_MODELS), help="the landmark model the pool is preprocessed with")
     parser.add_argument("--folds", type=int, default=0, help="hold out speakers N folds at a time instead of one by one (0: leave one speaker out)")
-    parser.add_argument(
-        "--clips",
-        nargs="*",
-        help="score only these clips' tails (names without .mp4), to try a change quickly: part 1 without its calibration and research clips, no part 2",
-    )
+    parser.add_argument("--clips", nargs="*", help="score only these clips' tails (names, no .mp4); implies --tails-only")
+    parser.add_argument("--tails-only", action="store_true", help="part 1 without its timing calibration and research clips, and no part 2: to try a change")
     parser.add_argument("--switch-cost-scale", type=float, default=1.0, help="scale the picker's cut cost (0: frame-by-frame picking)")
     parser.add_argument("--cut-shape-weight", type=float, help="the picker's CUT_SHAPE_WEIGHT instead of the shipped one")
+    parser.add_argument(
+        "--hold-cost-speech", type=float, help="the picker's cost (opening stds per frame) of holding a mouth in speech instead of the shipped one"
+    )
     parser.add_argument("--pose-weight-speech", type=float, help="the picker's head-pose weight in speech instead of the shipped one")
     parser.add_argument("--crossing-shares", type=float, nargs="*", help="the new mouth's share in each frame of a crossing instead of the shipped ones")
     parser.add_argument("--blend", choices=["feather", "poisson"], help="how the paste meets the frame instead of the shipped way")
     parser.add_argument("--no-crossings", action="store_true", help="cut between references instead of morphing over a few frames")
     parser.add_argument("--strips", type=Path, help="save PNG strips of 30 consecutive rendered-over-real mouths (head turn, fast syllables) here")
     args = parser.parse_args()
-    global FOLDS, LANDMARKS, SWITCH_COST_SCALE, CUT_SHAPE_WEIGHT, POSE_WEIGHT_SPEECH, CROSSINGS, ONLY, STRIPS
+    global FOLDS, LANDMARKS, SWITCH_COST_SCALE, CUT_SHAPE_WEIGHT, POSE_WEIGHT_SPEECH, HOLD_COST_SPEECH, CROSSINGS, ONLY, STRIPS
     FOLDS, LANDMARKS, SWITCH_COST_SCALE, CROSSINGS = args.folds, args.landmarks, args.switch_cost_scale, not args.no_crossings
-    CUT_SHAPE_WEIGHT, POSE_WEIGHT_SPEECH = args.cut_shape_weight, args.pose_weight_speech
+    CUT_SHAPE_WEIGHT, POSE_WEIGHT_SPEECH, HOLD_COST_SPEECH = args.cut_shape_weight, args.pose_weight_speech, args.hold_cost_speech
     if args.blend:
         mouth_module.BLEND = args.blend
     if args.crossing_shares:
         picker_module.CROSSING_SHARES = tuple(args.crossing_shares)
     ONLY, STRIPS = set(args.clips or ()), args.strips
+    quick = args.tails_only or bool(ONLY)
     torch.manual_seed(0)
     started = time.monotonic()
     clips = pool_clips(POOL, args.workdir / "pool", landmarks=args.landmarks)
@@ -524,10 +526,10 @@ def main() -> None:
         result["mouth_model"] = score_prior_only(clips, args.workdir)
     elif not args.skip_mouth:
         result["mouth_model"] = score_mouth_model(clips, args.workdir, render=not args.skip_render)
-    if not args.skip_mouth and not ONLY:
+    if not args.skip_mouth and not quick:
         result["timing_calibration"] = timing_calibration(clips, args.workdir)
         result["shipped_prior_on_research_clips"] = score_research(args.workdir, args.landmarks)
-    if not args.skip_render and not args.prior_only and not ONLY:
+    if not args.skip_render and not args.prior_only and not quick:
         result["rendered"] = score_rendered(clips, args.workdir, args.minutes)
     result["seconds"] = time.monotonic() - started
     print(json.dumps(result, indent=2))

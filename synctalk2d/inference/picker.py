@@ -9,14 +9,16 @@ bank:
   coefficients, the opening weighted up), plus how far its head pose is from the target's
   (the paste aligns faces in the image plane only: a turned or nodding reference would put
   its chin beside the target's);
-- **transition cost**: going on to the next recorded frame, or holding the same one, is
-  free (the mouth then moves as the recording moved); any other change costs
+- **transition cost**: going on to the next recorded frame is free (the mouth then moves
+  as the recording moved), and so is holding the same one in silence (in speech it costs
+  `HOLD_COST_SPEECH`: a held mouth does not talk); any other change costs
   `SWITCH_COST` opening stds, because it is a cut from one moment of the recording to
   another (other teeth, light, stubble), which a viewer sees as a jump.
 
-A file is decided over its whole length; a live stream decides each frame over the shapes
-it already has beyond it (its look-ahead), starting from the reference it drew last: the
-same search, so a file and a stream with the same look-ahead agree. Where the chosen
+A file is decided over its whole length; a live stream decides each frame with the same
+search over the shapes it already has beyond it (its look-ahead), starting from the
+reference it drew last, a cut charged pro rata when fewer than `CUT_HORIZON` frames are in
+sight (`ReferencePicker.__call__`). Where the chosen
 references still cut, `Crossings` spreads the change over `CROSSING_SHARES` frames (the
 paste morphs one mouth into the other along their optical flow, `inference.mouth`).
 """
@@ -33,6 +35,7 @@ OPENING_WEIGHT = 2.0  # in matching references, the opening counts twice as much
 # stds: in silence (one mouth held over a moving head) and in speech
 POSE_WEIGHT, POSE_WEIGHT_SPEECH = 0.7, 0.35
 SWITCH_COST = 4.0  # opening stds: what a cut to a reference other than the next recorded frame costs
+HOLD_COST_SPEECH = 0.5  # opening stds per frame a mouth is held while someone speaks (a held mouth mumbles)
 CUT_SHAPE_WEIGHT = 0.0  # ... plus this times how far the new mouth is from where the old run was going
 CUT_CANDIDATES = 8  # paths a cut may come from (the cheapest ones)
 CUT_HORIZON = 2  # frames over which a cut pays off (a stream seeing fewer charges it pro rata)
@@ -55,6 +58,7 @@ class ReferencePicker:
         self.rest = self.project(rest_shape[None])[0]
         opening_std = float(model.scale[0])
         self.switch_cost = SWITCH_COST * opening_std
+        self.hold_cost = HOLD_COST_SPEECH * opening_std
         self.cut_shape_weight = CUT_SHAPE_WEIGHT
         self.pose_weights = POSE_WEIGHT, POSE_WEIGHT_SPEECH  # in silence, in speech
         spread = float(np.median(np.linalg.norm(poses - np.median(poses, axis=0), axis=1))) if len(poses) else 1.0
@@ -69,11 +73,15 @@ class ReferencePicker:
             change = torch.from_numpy((shapes - self.mean_shape).astype(np.float32))
             return (self.model.coefficients(change) * self.model.scale).numpy() * self.weights
 
+    def resting(self, shapes: np.ndarray) -> np.ndarray:
+        """(T,) whether each wanted shape is the rest shape (no one speaks)."""
+        return np.all(np.isclose(self.project(shapes), self.rest, atol=1e-5), axis=1)
+
     def costs(self, shapes: np.ndarray, poses: np.ndarray) -> np.ndarray:
         """(T, bank) cost of drawing each bank frame's mouth for each of the (T, 40) wanted
         ``shapes`` on targets whose head poses are ``poses`` (T, P)."""
         wanted = self.project(shapes)
-        resting = np.all(np.isclose(wanted, self.rest, atol=1e-5), axis=1)
+        resting = self.resting(shapes)
         shape_cost, pose_cost = distances(wanted, self.coefficients), distances(poses, self.poses)
         weight = np.where(resting, *self.pose_weights)[:, None]
         return (shape_cost + weight * self.pose_unit * pose_cost).astype(np.float32)
@@ -86,7 +94,9 @@ class ReferencePicker:
         start = 0
         while start < len(shapes):
             stop = min(start + BLOCK, len(shapes))
-            path = self._viterbi(self.costs(shapes[start:stop], poses[start:stop]), previous, self.switch_cost if switch_cost is None else switch_cost)
+            block = slice(start, stop)
+            holding = np.where(self.resting(shapes[block]), 0.0, self.hold_cost)
+            path = self._viterbi(self.costs(shapes[block], poses[block]), holding, previous, self.switch_cost if switch_cost is None else switch_cost)
             keep = len(path) if stop == len(shapes) else len(path) - BLOCK_OVERLAP
             out[start : start + keep] = path[:keep]
             previous, start = int(path[keep - 1]), start + keep
@@ -107,7 +117,7 @@ class ReferencePicker:
         self.previous = position
         return int(self.bank[position])
 
-    def _viterbi(self, costs: np.ndarray, previous: int | None, switch_cost: float) -> np.ndarray:
+    def _viterbi(self, costs: np.ndarray, holding: np.ndarray, previous: int | None, switch_cost: float) -> np.ndarray:
         steps, size = costs.shape
         back = np.empty((steps, size), np.int64)
         if previous is None:
@@ -121,8 +131,8 @@ class ReferencePicker:
         arange = np.arange(size)
         for t in range(first, steps):
             came, arrived = self._cuts(total, switch_cost)
-            held = total <= arrived  # holding the same reference: free
-            came[held], arrived[held] = arange[held], total[held]
+            held = total + holding[t] <= arrived  # holding the same reference: free in silence
+            came[held], arrived[held] = arange[held], total[held] + holding[t]
             going_on = np.zeros(size, bool)  # the next recorded frame: free
             going_on[1:] = self.continues[1:] & (total[:-1] < arrived[1:])
             came[going_on], arrived[going_on] = arange[going_on] - 1, total[np.flatnonzero(going_on) - 1]
