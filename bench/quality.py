@@ -20,9 +20,14 @@ best lags and r at a recording's found delay are diagnostics beside it.
    is reported); on the same tail, the opening of the wanted shapes as rendering settles
    them and of the recorded frames the reference picker takes from the first 70 % for the
    frames it is drawn on (with their best lags, and the picker's fidelity: picked r over
-   wanted r); and the tail's speech rendered as `evaluate` does (onto the first 70 %'s
-   frames, mouths from them), with the avatars' landmark model run on the rendered and the
-   real tail: the rendered r and its best lag on every clip. The shipped prior is scored on
+   wanted r; the same choice made as the live stream makes it, frame by frame with no
+   look-ahead: its opening r and cuts per second, beside the file's); and the tail's speech
+   rendered as `evaluate` does (onto the first 70 %'s frames, mouths from them), with the
+   avatars' landmark model run on the rendered and the real tail: the rendered r and its
+   best lag on every clip, and how its lips move (`evaluate.Motion`: jumps, 95th-percentile
+   change and seams against the clip's whole recording, beside the unchanged frames' and
+   the real tail's), summarised over all clips and for the heads that move most
+   (``--strips DIR``: PNG strips of 30 consecutive mouths). The shipped prior is scored on
    ``mouth-eval-research/`` (research-only footage it never saw) beside it.
 2. ``rendered``: for speaker_20s and mimictalk_german_20s, the default
    ``synctalk2d train --minutes M --holdout-seconds 5`` with a prior that never saw that
@@ -47,7 +52,7 @@ import soundfile as sf
 import torch
 
 from synctalk2d.audio.vad import frame_activity, with_lead
-from synctalk2d.avatar import Avatar
+from synctalk2d.avatar import FPS, Avatar
 from synctalk2d.evaluation.evaluate import Clip as Detected
 from synctalk2d.evaluation.evaluate import Motion, evaluate
 from synctalk2d.evaluation.metrics import mean_sharpness, mouth_aperture, mouth_box
@@ -190,6 +195,11 @@ def strip(rendered: np.ndarray, real: np.ndarray, real_points: np.ndarray, start
     cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(rows, axis=0), cv2.COLOR_RGB2BGR))
 
 
+def cuts_per_second(references: np.ndarray) -> float:
+    """How often a sequence of references cuts to a frame other than the next or the same one."""
+    return float(np.sum(~np.isin(np.diff(references), (0, 1))) * FPS / max(len(references), 1))
+
+
 def head_motion(avatar: Avatar) -> float:
     """How much the head turns and nods in a recording: the mean frame-to-frame change of
     its pose as the paste sees it (`face_poses`), in the pose's units."""
@@ -304,6 +314,9 @@ def score_mouth_model(clips: list[Clip], workdir: Path, render: bool = True) -> 
             references = picker.path(wanted, poses[targets])
             plan = Crossings(bank).plan(references) if CROSSINGS else np.stack([references, references, np.ones(len(references))], axis=1)
             picked = clip.shapes[references]
+            live = copy.copy(picker)  # the live stream's choice: each frame with no look-ahead (audio arriving in real time)
+            live.previous = None
+            streamed = np.array([live(wanted[k : k + 1], poses[targets[k : k + 1]]) for k in range(len(wanted))])
             real, speaking = aperture(tail.shapes), tail.speech
             models = {"tail_prior_r": own, "tail_adapted_r": adapted, "tail_stage_r": chosen.model}
             by_lag = {"wanted": correlation_by_lag(aperture(wanted), real, MAX_AV_OFFSET), "picked": correlation_by_lag(aperture(picked), real, MAX_AV_OFFSET)}
@@ -320,6 +333,9 @@ def score_mouth_model(clips: list[Clip], workdir: Path, render: bool = True) -> 
                 "tail_picked_r": by_lag["picked"][0],
                 "tail_picked_best_lag": best_lag(by_lag["picked"]),
                 "picker_fidelity": by_lag["picked"][0] / by_lag["wanted"][0],
+                "tail_streamed_r": correlation_by_lag(aperture(clip.shapes[streamed]), real, 0)[0],
+                "cuts_per_second": cuts_per_second(references),
+                "streamed_cuts_per_second": cuts_per_second(streamed),
                 "head_motion": head_motion(avatar),
                 "motion_gain": gain,
                 "tail_wanted_over_real_std": float(aperture(wanted[speaking]).std() / real[speaking].std()),
@@ -355,6 +371,9 @@ def score_mouth_model(clips: list[Clip], workdir: Path, render: bool = True) -> 
         "stage_kept_adapted": sum(v["stage_kept_adapted"] for v in per_clip.values()),
         "tail_mean_r_wanted": column("tail_wanted_r"),
         "tail_mean_r_picked": column("tail_picked_r"),
+        "tail_mean_r_streamed": column("tail_streamed_r"),
+        "cuts_per_second": column("cuts_per_second"),
+        "streamed_cuts_per_second": column("streamed_cuts_per_second"),
         "mean_motion_gain": column("motion_gain"),
         "tail_wanted_over_real_std": ratio("tail_wanted_over_real_std"),
         "tail_picked_over_real_std": ratio("tail_picked_over_real_std"),
