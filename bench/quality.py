@@ -101,7 +101,6 @@ def read_speakers(path: Path = SHARED / "data" / "mouth-pool" / "speakers.tsv") 
 SPEAKERS = read_speakers()
 FOLDS = 0  # 0: leave one speaker out; N: speakers dealt into N folds (`--folds`)
 SWITCH_COST_SCALE = 1.0  # the picker's cut cost times this (`--switch-cost-scale`; 0: frame by frame)
-CUT_SHAPE_WEIGHT: float | None = None  # the picker's `CUT_SHAPE_WEIGHT` instead of the shipped one (`--cut-shape-weight`)
 HOLD_COST_SPEECH: float | None = None  # the picker's cost of holding a mouth in speech instead of the shipped one (`--hold-cost-speech`)
 POSE_WEIGHT_SPEECH: float | None = None  # the picker's head-pose weight in speech instead of the shipped one (`--pose-weight-speech`)
 CROSSINGS = True  # cuts spread over a few frames (`--no-crossings`: cut)
@@ -307,7 +306,6 @@ def score_mouth_model(clips: list[Clip], workdir: Path, render: bool = True) -> 
             poses = face_poses(avatar.landmarks())
             picker = ReferencePicker(chosen.model, mean, rest, bank, clip.shapes[:cut], poses[:cut])
             picker.switch_cost *= SWITCH_COST_SCALE
-            picker.cut_shape_weight = picker.cut_shape_weight if CUT_SHAPE_WEIGHT is None else CUT_SHAPE_WEIGHT
             picker.pose_weights = (picker.pose_weights[0], POSE_WEIGHT_SPEECH or picker.pose_weights[1])
             picker.hold_cost = picker.hold_cost if HOLD_COST_SPEECH is None else HOLD_COST_SPEECH * float(picker.model.scale[0])
             targets = frame_schedule(len(wanted), cut, start=0, loop_back=False)  # the frames `evaluate` draws on
@@ -512,7 +510,6 @@ def main() -> None:
     parser.add_argument("--clips", nargs="*", help="score only these clips' tails (names, no .mp4); implies --tails-only")
     parser.add_argument("--tails-only", action="store_true", help="part 1 without its timing calibration and research clips, and no part 2: to try a change")
     parser.add_argument("--switch-cost-scale", type=float, default=1.0, help="scale the picker's cut cost (0: frame-by-frame picking)")
-    parser.add_argument("--cut-shape-weight", type=float, help="the picker's CUT_SHAPE_WEIGHT instead of the shipped one")
     parser.add_argument(
         "--hold-cost-speech", type=float, help="the picker's cost (opening stds per frame) of holding a mouth in speech instead of the shipped one"
     )
@@ -522,9 +519,9 @@ def main() -> None:
     parser.add_argument("--no-crossings", action="store_true", help="cut between references instead of morphing over a few frames")
     parser.add_argument("--strips", type=Path, help="save PNG strips of 30 consecutive rendered-over-real mouths (head turn, fast syllables) here")
     args = parser.parse_args()
-    global FOLDS, LANDMARKS, SWITCH_COST_SCALE, CUT_SHAPE_WEIGHT, POSE_WEIGHT_SPEECH, HOLD_COST_SPEECH, CROSSINGS, ONLY, STRIPS
+    global FOLDS, LANDMARKS, SWITCH_COST_SCALE, POSE_WEIGHT_SPEECH, HOLD_COST_SPEECH, CROSSINGS, ONLY, STRIPS
     FOLDS, LANDMARKS, SWITCH_COST_SCALE, CROSSINGS = args.folds, args.landmarks, args.switch_cost_scale, not args.no_crossings
-    CUT_SHAPE_WEIGHT, POSE_WEIGHT_SPEECH, HOLD_COST_SPEECH = args.cut_shape_weight, args.pose_weight_speech, args.hold_cost_speech
+    POSE_WEIGHT_SPEECH, HOLD_COST_SPEECH = args.pose_weight_speech, args.hold_cost_speech
     if args.blend:
         mouth_module.BLEND = args.blend
     if args.crossing_shares:

@@ -36,8 +36,6 @@ OPENING_WEIGHT = 2.0  # in matching references, the opening counts twice as much
 POSE_WEIGHT, POSE_WEIGHT_SPEECH = 0.7, 0.35
 SWITCH_COST = 4.0  # opening stds: what a cut to a reference other than the next recorded frame costs
 HOLD_COST_SPEECH = 0.5  # opening stds per frame a mouth is held while someone speaks (a held mouth mumbles)
-CUT_SHAPE_WEIGHT = 0.0  # ... plus this times how far the new mouth is from where the old run was going
-CUT_CANDIDATES = 8  # paths a cut may come from (the cheapest ones)
 CUT_HORIZON = 2  # frames over which a cut pays off (a stream seeing fewer charges it pro rata)
 BLOCK = 500  # frames decided per Viterbi pass over a long file (bounds memory) ...
 BLOCK_OVERLAP = 50  # ... of which the last ones are decided again with the next block
@@ -59,7 +57,6 @@ class ReferencePicker:
         opening_std = float(model.scale[0])
         self.switch_cost = SWITCH_COST * opening_std
         self.hold_cost = HOLD_COST_SPEECH * opening_std
-        self.cut_shape_weight = CUT_SHAPE_WEIGHT
         self.pose_weights = POSE_WEIGHT, POSE_WEIGHT_SPEECH  # in silence, in speech
         spread = float(np.median(np.linalg.norm(poses - np.median(poses, axis=0), axis=1))) if len(poses) else 1.0
         self.pose_unit = opening_std / max(spread, 1e-6)  # per unit of pose distance
@@ -77,11 +74,10 @@ class ReferencePicker:
         """(T,) whether each wanted shape is the rest shape (no one speaks)."""
         return np.all(np.isclose(self.project(shapes), self.rest, atol=1e-5), axis=1)
 
-    def costs(self, shapes: np.ndarray, poses: np.ndarray) -> np.ndarray:
+    def costs(self, shapes: np.ndarray, poses: np.ndarray, resting: np.ndarray) -> np.ndarray:
         """(T, bank) cost of drawing each bank frame's mouth for each of the (T, 40) wanted
-        ``shapes`` on targets whose head poses are ``poses`` (T, P)."""
+        ``shapes`` on targets whose head poses are ``poses`` (T, P); ``resting``: `resting`."""
         wanted = self.project(shapes)
-        resting = self.resting(shapes)
         shape_cost, pose_cost = distances(wanted, self.coefficients), distances(poses, self.poses)
         weight = np.where(resting, *self.pose_weights)[:, None]
         return (shape_cost + weight * self.pose_unit * pose_cost).astype(np.float32)
@@ -95,8 +91,9 @@ class ReferencePicker:
         while start < len(shapes):
             stop = min(start + BLOCK, len(shapes))
             block = slice(start, stop)
-            holding = np.where(self.resting(shapes[block]), 0.0, self.hold_cost)
-            path = self._viterbi(self.costs(shapes[block], poses[block]), holding, previous, self.switch_cost if switch_cost is None else switch_cost)
+            resting = self.resting(shapes[block])
+            holding = np.where(resting, 0.0, self.hold_cost)
+            path = self._viterbi(self.costs(shapes[block], poses[block], resting), holding, previous, self.switch_cost if switch_cost is None else switch_cost)
             keep = len(path) if stop == len(shapes) else len(path) - BLOCK_OVERLAP
             out[start : start + keep] = path[:keep]
             previous, start = int(path[keep - 1]), start + keep
@@ -130,7 +127,8 @@ class ReferencePicker:
             first = 0
         arange = np.arange(size)
         for t in range(first, steps):
-            came, arrived = self._cuts(total, switch_cost)
+            best = int(np.argmin(total))  # a cut comes from the cheapest path so far
+            came, arrived = np.full(size, best), np.full(size, total[best] + switch_cost, np.float32)
             held = total + holding[t] <= arrived  # holding the same reference: free in silence
             came[held], arrived[held] = arange[held], total[held] + holding[t]
             going_on = np.zeros(size, bool)  # the next recorded frame: free
@@ -143,24 +141,6 @@ class ReferencePicker:
         for t in range(steps - 1, 0, -1):
             path[t - 1] = back[t, path[t]]
         return path
-
-    def _cuts(self, total: np.ndarray, switch_cost: float) -> tuple[np.ndarray, np.ndarray]:
-        """For every bank position, the cheapest cut into it from the paths ending at the
-        `CUT_CANDIDATES` cheapest positions: (where it came from, its total). A cut costs
-        `SWITCH_COST`, plus `CUT_SHAPE_WEIGHT` times how far the new mouth's shape is from
-        the one the old run would have shown next (the size of the visible jump)."""
-        size = len(total)
-        if not self.cut_shape_weight:
-            best = int(np.argmin(total))
-            return np.full(size, best), np.full(size, total[best] + switch_cost, np.float32)
-        candidates = np.argpartition(total, min(CUT_CANDIDATES, size) - 1)[:CUT_CANDIDATES]
-        candidates = candidates[np.isfinite(total[candidates])]
-        after = np.minimum(candidates + 1, size - 1)
-        after = np.where(self.continues[after] & (candidates + 1 < size), after, candidates)  # what the old run shows next
-        jump = distances(self.coefficients[after], self.coefficients)
-        cost = total[candidates][:, None] + switch_cost + self.cut_shape_weight * jump
-        which = np.argmin(cost, axis=0)
-        return candidates[which], cost[which, np.arange(size)].astype(np.float32)
 
 
 def distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:

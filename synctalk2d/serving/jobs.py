@@ -25,6 +25,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -89,7 +90,7 @@ class Job:
 COLUMNS = [f.name for f in fields(Job) if f.name != "directory"]
 
 
-class Store:
+class Store(ABC):
     """What both stores share: the job directories in ``root`` (created if missing), the
     queue limit and the retention. Every process that runs or serves jobs opens its own."""
 
@@ -99,8 +100,9 @@ class Store:
         self.max_queued = max_queued
         self.retention = retention
 
+    @abstractmethod
     def counts(self) -> dict[str, int]:
-        raise NotImplementedError
+        """Jobs by status."""
 
     def output(self, job: Job) -> Path:
         return job.directory / OUTPUT
