@@ -32,7 +32,7 @@ from synctalk2d.models.mouth import MouthModel
 
 OPENING_WEIGHT = 2.0  # in matching references, the opening counts twice as much as width and the rest
 # a head pose as far from the target's as the avatar's typical spread costs this many opening
-# stds: in silence (one mouth held over a moving head) and in speech
+# stds (more than proportionally beyond it): in silence (one mouth held over a moving head) and in speech
 POSE_WEIGHT, POSE_WEIGHT_SPEECH = 0.7, 0.35
 SWITCH_COST = 4.0  # opening stds: what a cut to a reference other than the next recorded frame costs
 HOLD_COST_SPEECH = 0.5  # opening stds per frame a mouth is held while someone speaks (a held mouth mumbles)
@@ -59,7 +59,8 @@ class ReferencePicker:
         self.hold_cost = HOLD_COST_SPEECH * opening_std
         self.pose_weights = POSE_WEIGHT, POSE_WEIGHT_SPEECH  # in silence, in speech
         spread = float(np.median(np.linalg.norm(poses - np.median(poses, axis=0), axis=1))) if len(poses) else 1.0
-        self.pose_unit = opening_std / max(spread, 1e-6)  # per unit of pose distance
+        self.pose_spread = max(spread, 1e-6)
+        self.pose_unit = opening_std / self.pose_spread  # per unit of pose distance
         self.continues = np.r_[False, np.diff(self.bank) == 1]  # bank[n] is the recorded frame after bank[n - 1]
         self.previous: int | None = None  # bank position drawn last (`__call__`)
 
@@ -79,6 +80,10 @@ class ReferencePicker:
         ``shapes`` on targets whose head poses are ``poses`` (T, P); ``resting``: `resting`."""
         wanted = self.project(shapes)
         shape_cost, pose_cost = distances(wanted, self.coefficients), distances(poses, self.poses)
+        # beyond the typical spread the cost grows with the square: a reference turned much
+        # further than the target distorts the paste (a chin beside the chin) on every frame
+        # it is held, so a free run along the recording must not carry it into a head turn
+        pose_cost = pose_cost * np.maximum(1.0, pose_cost / self.pose_spread)
         weight = np.where(resting, *self.pose_weights)[:, None]
         return (shape_cost + weight * self.pose_unit * pose_cost).astype(np.float32)
 
