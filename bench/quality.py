@@ -64,6 +64,7 @@ from synctalk2d.inference.generator import MouthGenerator
 from synctalk2d.inference.mouth import amplify, face_poses, settle
 from synctalk2d.inference.picker import Crossings, ReferencePicker
 from synctalk2d.inference.schedule import frame_schedule
+from synctalk2d.media.writer import VideoWriter
 from synctalk2d.models.checkpoint import load_mouth_model, save_checkpoint
 from synctalk2d.models.mouth import MouthModel, MouthModelConfig, predict_shapes
 from synctalk2d.timing import MAX_AV_OFFSET, MIN_OFFSET_GAIN, av_offset, best_lag, correlation_by_lag, offset_evidence
@@ -108,6 +109,8 @@ STRIPS: Path | None = None  # where rendered tails leave PNG strips of consecuti
 STRIP_FRAMES = 30
 ONLY: set[str] = set()  # score only these clips (`--clips`; the priors still leave out only their speakers)
 LANDMARKS = DEFAULT_LANDMARKS  # the landmark model the pool is preprocessed with (`--landmarks`)
+SMALL_SIDE = 256  # `--small-copies`: each named clip again as a SMALL_SIDE-pixel square video around its face
+SMALL_COPIES: dict[str, str] = {}  # copy name -> the clip it was made from: scored, never trained on
 
 
 def speaker(name: str) -> str:
@@ -122,6 +125,53 @@ def speaker(name: str) -> str:
 
 def prior_without(clips: list[Clip], held_out: str) -> torch.nn.Module:
     return train_prior([c for c in clips if speaker(c.name) != held_out])[0]
+
+
+def small_copy(avatar: Avatar, path: Path) -> Path:
+    """``avatar``'s recording as a `SMALL_SIDE`-pixel square video, 25 fps, its own audio: the
+    square around its face (twice the median crop box, inside the frame) scaled down, so
+    the face is as small as in a distant or low-resolution recording. Made once."""
+    if path.is_file():
+        return path
+    boxes = avatar.boxes().astype(np.float32)
+    side = min(2 * float(np.median(boxes[:, 2] - boxes[:, 0])), avatar.info.width, avatar.info.height)
+    cx, cy = np.median((boxes[:, 0] + boxes[:, 2]) / 2), np.median((boxes[:, 1] + boxes[:, 3]) / 2)
+    x1 = int(np.clip(cx - side / 2, 0, avatar.info.width - side))
+    y1 = int(np.clip(cy - side / 2, 0, avatar.info.height - side))
+    wav, _ = sf.read(avatar.audio_path, dtype="float32")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with VideoWriter(path, SMALL_SIDE, SMALL_SIDE, audio=wav, sample_rate=16000) as writer:
+        for k in range(len(avatar)):
+            region = avatar.frame(k)[y1 : y1 + int(side), x1 : x1 + int(side)]
+            writer.write(cv2.resize(region, (SMALL_SIDE, SMALL_SIDE), interpolation=cv2.INTER_AREA))
+    return path
+
+
+def small_faces_summary(per_clip: dict, workdir: Path) -> dict:
+    """Each small copy against the clip it was made from (the same frames and speech): how
+    well their landmarks agree on the lip opening, frame by frame, and their scores; and
+    the pool's own small faces (crop box under 160 px) against the rest."""
+    pairs = {}
+    for copy_name, name in SMALL_COPIES.items():
+        if copy_name not in per_clip or name not in per_clip:
+            continue
+        small, original = (Clip.of(Avatar(workdir / "pool" / n)) for n in (copy_name, name))
+        keys = ("face_px", "prior_r", "tail_wanted_r", "tail_picked_r", "tail_rendered_r", "motion_gain", "tail_wanted_over_real_std")
+        pairs[copy_name] = {
+            "landmark_agreement_r": float(np.corrcoef(aperture(small.shapes), aperture(original.shapes))[0, 1]),
+            **{k: per_clip[copy_name].get(k) for k in keys},
+            **{f"original_{k}": per_clip[name].get(k) for k in keys},
+        }
+    pool = {n: v for n, v in per_clip.items() if n not in SMALL_COPIES}
+    small = [n for n, v in pool.items() if v["face_px"] < 160]
+    mean = lambda names, key: float(np.mean([np.nan_to_num(pool[n].get(key, np.nan)) for n in names])) if names else None  # noqa: E731
+    rest = [n for n in pool if n not in small]
+    return {
+        "copies": pairs,
+        "pool_small_faces": small,
+        **{f"{key}_small": mean(small, key) for key in ("prior_r", "tail_wanted_r", "tail_rendered_r")},
+        **{f"{key}_rest": mean(rest, key) for key in ("prior_r", "tail_wanted_r", "tail_rendered_r")},
+    }
 
 
 def aligned_r(predicted: np.ndarray, real: np.ndarray, offset: int) -> float:
@@ -277,8 +327,9 @@ def score_mouth_model(clips: list[Clip], workdir: Path, render: bool = True) -> 
     stage = MouthStageConfig()
     per_clip = {}
     scored = [c for c in clips if not ONLY or c.name in ONLY]
+    trainable = [c for c in clips if c.name not in SMALL_COPIES]
     for held_out in sorted({speaker(c.name) for c in scored}):
-        prior = cached_prior(clips, held_out, workdir / "priors" / f"loso_without_{held_out}")
+        prior = cached_prior(trainable, held_out, workdir / "priors" / f"loso_without_{held_out}")
         for clip in (c for c in scored if speaker(c.name) == held_out):
             torch.manual_seed(0)  # each clip's adaptation draws the same, whether its prior was cached or not
             own = copy.deepcopy(prior)  # the prior as shipped: the pool's average amount of movement
@@ -335,6 +386,7 @@ def score_mouth_model(clips: list[Clip], workdir: Path, render: bool = True) -> 
                 "cuts_per_second": cuts_per_second(references),
                 "streamed_cuts_per_second": cuts_per_second(streamed),
                 "head_motion": head_motion(avatar),
+                "face_px": float(np.median(np.diff(avatar.boxes()[:, ::2], axis=1))),
                 "motion_gain": gain,
                 "tail_wanted_over_real_std": float(aperture(wanted[speaking]).std() / real[speaking].std()),
                 "tail_picked_over_real_std": float(aperture(picked[speaking]).std() / real[speaking].std()),
@@ -350,6 +402,8 @@ def score_mouth_model(clips: list[Clip], workdir: Path, render: bool = True) -> 
                     **{f"unchanged_{k}": v for k, v in rendered["unchanged"].items()},
                     **{f"real_tail_{k}": v for k, v in rendered["real"].items()},
                 }
+    small_faces = small_faces_summary(per_clip, workdir) if SMALL_COPIES else None
+    copies = {n: per_clip.pop(n) for n in list(per_clip) if n in SMALL_COPIES}  # reported beside the pool, not in its means
     # an r is nan where one side never moves (a tail the voice-activity rule calls silent
     # throughout): such a mouth follows nothing, so it counts as 0; a ratio of stds over no
     # speech frames is left out of its mean
@@ -383,6 +437,7 @@ def score_mouth_model(clips: list[Clip], workdir: Path, render: bool = True) -> 
         "picker_fidelity": column("tail_picked_r") / column("tail_wanted_r"),
         **(motion_summary(per_clip) if render else {}),
         "per_clip": per_clip,
+        **({"small_faces": small_faces, "small_copies": copies} if SMALL_COPIES else {}),
     }
 
 
@@ -518,6 +573,9 @@ def main() -> None:
     parser.add_argument("--blend", choices=["feather", "poisson"], help="how the paste meets the frame instead of the shipped way")
     parser.add_argument("--no-crossings", action="store_true", help="cut between references instead of morphing over a few frames")
     parser.add_argument("--strips", type=Path, help="save PNG strips of 30 consecutive rendered-over-real mouths (head turn, fast syllables) here")
+    parser.add_argument(
+        "--small-copies", nargs="*", default=[], help=f"also score these clips as {SMALL_SIDE}-pixel videos around the face (small faces; never trained on)"
+    )
     args = parser.parse_args()
     global FOLDS, LANDMARKS, SWITCH_COST_SCALE, POSE_WEIGHT_SPEECH, HOLD_COST_SPEECH, CROSSINGS, ONLY, STRIPS
     FOLDS, LANDMARKS, SWITCH_COST_SCALE, CROSSINGS = args.folds, args.landmarks, args.switch_cost_scale, not args.no_crossings
@@ -531,6 +589,12 @@ def main() -> None:
     torch.manual_seed(0)
     started = time.monotonic()
     clips = pool_clips(POOL, args.workdir / "pool", landmarks=args.landmarks)
+    for name in args.small_copies:
+        copy_name = f"{name}_{SMALL_SIDE}px"
+        video = small_copy(Avatar.open(args.workdir / "pool" / name), args.workdir / "small" / f"{copy_name}.mp4")
+        clips += pool_clips([video], args.workdir / "pool", landmarks=args.landmarks)
+        SMALL_COPIES[copy_name] = name
+        SPEAKERS[copy_name] = SPEAKERS.get(name, name)  # held out with the clip it was made from
     result = {
         "machine": platform.processor() or platform.machine(),
         "torch_threads": torch.get_num_threads(),

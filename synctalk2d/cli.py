@@ -103,7 +103,13 @@ def train(
         help="mouth (default): predicted lip shapes pick real mouths of the avatar (seconds to train); "
         "audio: the reference U-Net on audio features (hours, ideally on a GPU). A re-run keeps the avatar's.",
     ),
-    stage: str | None = typer.Option(None, "--stage", help="Run only this stage: mouth; or audio-encoder (or features), syncnet, unet."),
+    renderer: str | None = typer.Option(
+        None,
+        "--renderer",
+        help="With mouth conditioning: paste (default) lays the chosen recorded mouth onto each frame; "
+        "unet also trains the compositor U-Net that redraws it (minutes on a GPU). A re-run keeps the avatar's.",
+    ),
+    stage: str | None = typer.Option(None, "--stage", help="Run only this stage: mouth, compositor; or audio-encoder (or features), syncnet, unet."),
     feature_type: str = typer.Option("ave", "--feature-type", help="Audio features: ave, hubert or wenet."),
     width: str = typer.Option("full", "--width", help="U-Net width: full or mobile (about 4x faster)."),
     epochs: int | None = typer.Option(None, "--epochs", help="Epochs per stage (default: each stage's own)."),
@@ -130,6 +136,7 @@ def train(
     config = build_config(
         avatar,
         conditioning=conditioning,
+        renderer=renderer,
         stage=stage,
         feature_type=feature_type,
         width=width,
@@ -178,6 +185,9 @@ PrecisionOption = typer.Option(
     "reduced precision is checked at load and falls back to fp32 below 40 dB PSNR.",
 )
 DeviceOption = typer.Option("auto", "--device", help="auto, cpu, cuda or mps.")
+RendererOption = typer.Option(
+    None, "--renderer", help="Mouth conditioning: paste or unet (the compositor; needs `train --renderer unet`). Default: what the avatar was trained with."
+)
 
 
 @command
@@ -189,6 +199,7 @@ def infer(
     loop_back: bool = typer.Option(True, "--loop-back/--no-loop-back", help="End on the start frame, for seamless loops."),
     crf: int = typer.Option(18, "--crf", help="H.264 quality (lower is better, 18 is visually lossless)."),
     batch_size: int = typer.Option(8, "--batch-size", help="Frames per U-Net call."),
+    renderer: str | None = RendererOption,
     backend: str = BackendOption,
     precision: str = PrecisionOption,
     device: str = DeviceOption,
@@ -201,7 +212,7 @@ def infer(
     if not audio.exists():
         raise UserError(f"{audio}: no such file or folder")
     tune_process()
-    lipsync = LipSync(avatar, backend=backend, precision=precision, device=device, batch_size=batch_size)
+    lipsync = LipSync(avatar, backend=backend, precision=precision, device=device, batch_size=batch_size, renderer=renderer)
     options = dict(start_frame=start_frame, loop_back=loop_back, crf=crf)
     if audio.is_dir():
         done, failed = render_folder(lipsync, audio, output, **options)
@@ -236,6 +247,7 @@ def evaluate(
     avatar: Path = typer.Option(..., "--avatar", help="An avatar trained with --holdout-seconds."),
     json_path: Path | None = typer.Option(None, "--json", help="Also write the report as JSON here."),
     preview: Path | None = typer.Option(None, "--preview", help="Write a side-by-side video (generated | real) of the held-out tail."),
+    renderer: str | None = RendererOption,
     backend: str = BackendOption,
     precision: str = PrecisionOption,
     device: str = DeviceOption,
@@ -247,7 +259,7 @@ def evaluate(
     from synctalk2d.evaluation.report import print_report
 
     tune_process()
-    report = run_evaluate(avatar, preview=preview, backend=backend, precision=precision, device=device)
+    report = run_evaluate(avatar, preview=preview, backend=backend, precision=precision, device=device, renderer=renderer)
     print_report(report)
     if json_path:
         write_json_atomic(json_path, report)

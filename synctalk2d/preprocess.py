@@ -70,7 +70,7 @@ def preprocess(
     _check_destination(root, force)
     info = probe_video(video)
     if info.duration and info.duration < MIN_SECONDS:
-        raise UserError(f"{video} is {info.duration:.1f} s long; at least {MIN_SECONDS:.0f} s of video are needed to train")
+        raise UserError(f"{video} is {info.duration:.2f} s long; at least {MIN_SECONDS:.0f} s of video are needed to train")
     if audio is None and not info.has_audio:
         raise UserError(f"{video} has no audio track; pass the recording's audio with --audio FILE")
     samples, audio_offset = _load_aligned_audio(video, audio)

@@ -133,6 +133,7 @@ def evaluate(avatar_dir: str | Path, preview: str | Path | None = None, silence_
     report = {
         "avatar": str(avatar.root),
         "conditioning": lipsync.conditioning,
+        "renderer": lipsync.renderer if lipsync.conditioning == "mouth" else "unet",
         "held_out": {"first_frame": int(tail[0]), "frames": int(len(tail)), "seconds": len(tail) / FPS},
         "picture_delay_frames": delay,
         "speech": speech,

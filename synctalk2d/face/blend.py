@@ -49,6 +49,21 @@ def feather_mask(side: int, feather: float = FEATHER) -> tuple[np.ndarray, np.nd
     return masks
 
 
+@lru_cache(maxsize=8)
+def rect_alpha(rect: tuple[int, int, int, int], feather: int) -> np.ndarray:
+    """(320, 320, 1) float32 alpha, read-only: 1 well inside ``rect`` (x, y, w, h of the model
+    crop), falling to 0 at its edge over ``feather`` pixels (a raised cosine), 0 outside.
+    It blends a redrawn rectangle into the crop it was cut from without an edge."""
+    x, y, w, h = rect
+    axes = []
+    for start, length in ((y, h), (x, w)):
+        inside = np.minimum(np.arange(MODEL_SIZE) - start, start + length - 1 - np.arange(MODEL_SIZE)).astype(np.float32)
+        axes.append(0.5 - 0.5 * np.cos(np.pi * np.clip(inside / max(feather, 1), 0, 1)))
+    alpha = np.minimum(axes[0][:, None], axes[1][None, :])[..., None].astype(np.float32)
+    alpha.flags.writeable = False
+    return alpha
+
+
 def paste_area(box: np.ndarray) -> tuple[int, int, int, int]:
     """Frame pixels (x1, y1, x2, y2) that the 320x320 model crop covers inside the
     328x328 crop ``box``: the box less its 4/328 margin, rounded to whole pixels."""

@@ -18,10 +18,17 @@ import numpy as np
 
 from synctalk2d.avatar import CROP_SIZE
 from synctalk2d.face.landmarks import smooth
+from synctalk2d.face.lip_shape import crop_coordinates
 
 MODEL_SIZE = 320
 MODEL_OFFSET = (CROP_SIZE - MODEL_SIZE) // 2  # 4
 MASK_RECT = (5, 5, 310, 305)  # x, y, w, h inside the 320 crop
+# The compositor's mask (`training.compositor`): the lips and chin wherever they go in the
+# pool's crops (nose tip near y 65, lips at y 85-190, chin at y 190-295), not the cheeks or
+# the sides of the jaw, which stay the target's. Fixed, so its outline says nothing of the
+# target's own mouth.
+MOUTH_MASK_RECT = (56, 72, 208, 238)
+ALIGN_POINTS = [1, 2, 3, 13, 14, 15, 27, 28, 29, 30, 31, 32, 33, 34, 35]  # move little when the jaw does: faces are aligned on them
 LEFT_CONTOUR, RIGHT_CONTOUR = 1, 15
 NOSE_BRIDGE = (28, 29)
 _CENTRE_WINDOW = 9  # frames of box-centre smoothing (~0.36 s)
@@ -82,9 +89,24 @@ def model_inputs(crops: np.ndarray) -> np.ndarray:
     return np.concatenate([faces, mask_lower_face(faces)], axis=-1)
 
 
-def mask_lower_face(image: np.ndarray) -> np.ndarray:
-    """A copy of a 320x320 crop (or a batch of them) with the mask rectangle blacked out."""
-    x, y, w, h = MASK_RECT
+def mask_lower_face(image: np.ndarray, rect: tuple[int, int, int, int] = MASK_RECT) -> np.ndarray:
+    """A copy of a 320x320 crop (or a batch of them) with the mask rectangle ``rect`` blacked out."""
+    x, y, w, h = rect
     masked = np.array(image, copy=True)
     masked[..., y : y + h, x : x + w, :] = 0
     return masked
+
+
+def model_points(landmarks: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """(N, 68, 2) frame-pixel landmarks -> the same points in 320x320 model-crop pixels."""
+    return crop_coordinates(landmarks, boxes) - MODEL_OFFSET
+
+
+def align_face(image: np.ndarray, points: np.ndarray, onto: np.ndarray) -> np.ndarray:
+    """A 320x320 model crop warped (rotation, scale, shift) so that its `ALIGN_POINTS`
+    (``points``, its 68 model-crop landmarks) land on ``onto``'s: another frame's face laid
+    over this one's on the nose and upper face contour, where the jaw does not move them."""
+    matrix = cv2.estimateAffinePartial2D(points[ALIGN_POINTS], onto[ALIGN_POINTS], method=cv2.LMEDS)[0]
+    if matrix is None:
+        return np.ascontiguousarray(image)
+    return cv2.warpAffine(np.ascontiguousarray(image), matrix, (MODEL_SIZE, MODEL_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)

@@ -21,9 +21,9 @@ import cv2
 import numpy as np
 
 from synctalk2d.avatar import Avatar
-from synctalk2d.face.blend import paste_face
-from synctalk2d.face.crop import model_inputs
-from synctalk2d.inference.mouth import paste_mouth
+from synctalk2d.face.blend import paste_face, rect_alpha
+from synctalk2d.face.crop import MOUTH_MASK_RECT, align_face, mask_lower_face, model_crop, model_inputs, model_points
+from synctalk2d.inference.mouth import morph, paste_mouth
 
 # images (B, 320, 320, 6) uint8 reference+masked, audio windows (B, C, H, W) -> faces (B, 320, 320, 3) uint8
 Predictor = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -92,3 +92,47 @@ class MouthGenerator(FrameGenerator):
         side = scale * float(self.boxes[frame_index][2] - self.boxes[frame_index][0])
         cross_from = (self.frame(old), scale * self.landmarks[old], share) if crossing else None
         return paste_mouth(target, scale * self.landmarks[frame_index], self.frame(reference), scale * self.landmarks[reference], side, cross_from)
+
+
+COMPOSITOR_FEATHER = 24  # model-crop pixels over which the redrawn rectangle fades into the real crop
+
+
+class CompositorGenerator(FrameGenerator):
+    """Frames whose mouth and chin the compositor U-Net (`training.compositor`) redraws from
+    the reference frame the picker chose, onto the target's own cheeks, jaw line and pose.
+    The conditioning is `MouthGenerator`'s (reference, reference crossed from, share); a
+    crossing draws both references and morphs between the two drawings. Outside the mouth
+    rectangle the real crop is kept, and a frame that is its own reference is not redrawn.
+    References are aligned onto the target's face first, as in training."""
+
+    def __init__(self, avatar: Avatar, predict: Predictor, workers: int = 2, width: int | None = None):
+        super().__init__(avatar, predict, workers=workers, width=width)
+        self.alpha = rect_alpha(MOUTH_MASK_RECT, COMPOSITOR_FEATHER)
+        self.points = model_points(avatar.landmarks(), self.boxes)
+
+    def _inputs(self, references: np.ndarray, targets: np.ndarray, target_frames: np.ndarray, masked: np.ndarray) -> np.ndarray:
+        crops = model_crop(self.crops[references])
+        aligned = [align_face(crop, self.points[r], self.points[t]) for crop, r, t in zip(crops, references, target_frames)]
+        return np.concatenate([np.stack(aligned), masked], axis=-1)
+
+    def draw(self, frame_indices: np.ndarray, references: np.ndarray) -> list[np.ndarray | None]:
+        reference, old, share = references[:, 0].astype(int), references[:, 1].astype(int), references[:, 2]
+        crossing = (old != reference) & (share < 1)
+        redrawn = np.flatnonzero((reference != frame_indices) | crossing)
+        faces: list[np.ndarray | None] = [None] * len(frame_indices)
+        if not len(redrawn):
+            return faces
+        targets = model_crop(self.crops[frame_indices[redrawn]])
+        masked = mask_lower_face(targets, MOUTH_MASK_RECT)
+        drawn = self.predict(self._inputs(reference[redrawn], targets, frame_indices[redrawn], masked), None)
+        leaving = crossing[redrawn]
+        if leaving.any():
+            before = self.predict(self._inputs(old[redrawn[leaving]], targets[leaving], frame_indices[redrawn[leaving]], masked[leaving]), None)
+            for k, face in zip(np.flatnonzero(leaving), before):
+                drawn[k] = morph(face, drawn[k], float(share[redrawn[k]]))
+        for k, face, target in zip(redrawn, drawn, targets):
+            faces[k] = (self.alpha * face + (1 - self.alpha) * target + 0.5).astype(np.uint8)
+        return faces
+
+    def composite(self, frame_index: int, face: np.ndarray | None) -> np.ndarray:
+        return self.frame(frame_index) if face is None else super().composite(frame_index, face)

@@ -10,6 +10,11 @@ Two conditionings, as the avatar was trained (``train --conditioning``):
   from the avatar frame with that shape (`inference.mouth`); "features" are wanted shapes
   and the per-frame conditioning is the reference frame (with the one it crosses from, `inference.picker`);
 * ``audio``: the U-Net draws the mouth from audio-feature windows (the reference design).
+
+Mouth conditioning draws the chosen mouth with one of two renderers (``train --renderer``,
+overridden per call with ``renderer=``): ``paste`` lays the recorded mouth onto the frame
+(`inference.mouth.paste_mouth`); ``unet`` has the avatar's compositor U-Net redraw it
+(`CompositorGenerator`).
 """
 
 from __future__ import annotations
@@ -26,19 +31,22 @@ from synctalk2d.audio.windows import feature_windows, to_model_window
 from synctalk2d.avatar import SAMPLES_PER_FRAME, Avatar
 from synctalk2d.device import pick_device
 from synctalk2d.errors import UserError
-from synctalk2d.face.crop import model_inputs
-from synctalk2d.inference.generator import FrameGenerator, MouthGenerator
+from synctalk2d.face.crop import MOUTH_MASK_RECT, mask_lower_face, model_crop, model_inputs
+from synctalk2d.inference.generator import CompositorGenerator, FrameGenerator, MouthGenerator
 from synctalk2d.inference.mouth import MouthConditioning
 from synctalk2d.inference.runtime import UNetRunner, resolve
 from synctalk2d.media.audio import fit_length
 from synctalk2d.models.checkpoint import (
     load_audio_encoder,
     load_checkpoint,
+    load_compositor,
     load_unet,
     retrain_hint,
     trained_stem,
 )
+from synctalk2d.models.config import check_choice
 from synctalk2d.progress import console
+from synctalk2d.training.config import RENDERERS
 
 EXPORTED_ONNX = "unet.onnx"  # where `synctalk2d export` writes by default, and `--backend onnx` looks
 CALIBRATION_FRAMES = 4  # avatar frames that calibrate int8 and check reduced precision
@@ -52,28 +60,51 @@ def frame_count(num_samples: int) -> int:
 class LipSync:
     """Everything needed to make one avatar speak."""
 
-    def __init__(self, avatar_dir: str | Path, backend: str = "auto", precision: str = "auto", device: str = "auto", batch_size: int = 8):
+    def __init__(
+        self,
+        avatar_dir: str | Path,
+        backend: str = "auto",
+        precision: str = "auto",
+        device: str = "auto",
+        batch_size: int = 8,
+        renderer: str | None = None,
+    ):
         self.avatar = Avatar.open(avatar_dir)
         self.batch_size = batch_size
         settings = json.loads((self.avatar.root / "train.json").read_text()) if (self.avatar.root / "train.json").is_file() else {}
         self.conditioning = settings.get("conditioning", "audio")  # avatars trained before mouth conditioning existed
+        self.renderer = renderer or settings.get("renderer", "paste")
+        check_choice("renderer", self.renderer, RENDERERS)
         if self.conditioning == "mouth":
             self._check_matches_avatar("mouth")
             self.feature_type = "mouth"
             self.mouth = MouthConditioning(self.avatar, range(0, settings.get("holdout_frames", [len(self.avatar)])[0]))
-            self.generator = MouthGenerator(self.avatar, self.mouth.landmarks)
+            if self.renderer == "unet":
+                self.unet = load_compositor(self.avatar.root)
+                self._check_matches_avatar("compositor")
+                self.runner = self._runner(backend, precision, device)
+            self.generator = self._make_generator(None)
             return
+        if renderer == "unet":
+            raise UserError(f"--renderer unet draws what mouth conditioning chose; {self.avatar.root} was trained with --conditioning audio")
         self.unet = load_unet(self.avatar.root)
         self.feature_type = self.unet.config.feature_type
         self._check_matches_avatar("unet")
-        self.device = pick_device(device)
-        backend, precision = resolve(backend, precision, self.device)
-        onnx_model = self._exported_onnx() if backend == "onnx" else None
-        samples = self._calibration_samples() if precision != "fp32" else None
-        self.runner = UNetRunner.from_model(self.unet, backend=backend, precision=precision, device=self.device, onnx_model=onnx_model, samples=samples)
-        console.print(self.runner.summary, soft_wrap=True, highlight=False)
+        self.runner = self._runner(backend, precision, device)
         self._feature_models = self._load_feature_models()
         self.generator = FrameGenerator(self.avatar, self.runner)
+
+    def _runner(self, backend: str, precision: str, device: str) -> UNetRunner:
+        """The U-Net (or compositor) ready to run, its choice of runtime said in one line."""
+        self.device = pick_device(device)
+        backend, precision = resolve(backend, precision, self.device)
+        if self.conditioning == "mouth" and backend == "onnx":
+            raise UserError("the compositor U-Net runs on torch only: use --backend torch (or auto) with --renderer unet")
+        onnx_model = self._exported_onnx() if backend == "onnx" else None
+        samples = self._calibration_samples() if precision != "fp32" else None
+        runner = UNetRunner.from_model(self.unet, backend=backend, precision=precision, device=self.device, onnx_model=onnx_model, samples=samples)
+        console.print(runner.summary, soft_wrap=True, highlight=False)
+        return runner
 
     def generator_at(self, width: int | None) -> FrameGenerator:
         """A frame generator drawing frames ``width`` pixels wide (None: the avatar's size),
@@ -82,6 +113,11 @@ class LipSync:
             return self.generator
         if not 16 <= width <= self.avatar.info.width:
             raise UserError(f"frame width {width} must be between 16 and the avatar's {self.avatar.info.width} pixels")
+        return self._make_generator(width)
+
+    def _make_generator(self, width: int | None) -> FrameGenerator:
+        if self.conditioning == "mouth" and self.renderer == "unet":
+            return CompositorGenerator(self.avatar, self.runner, width=width)
         if self.conditioning == "mouth":
             return MouthGenerator(self.avatar, self.mouth.landmarks, width=width)
         return FrameGenerator(self.avatar, self.runner, width=width)
@@ -101,8 +137,12 @@ class LipSync:
         """(images, audio windows) of `CALIBRATION_FRAMES` frames spread over the avatar:
         int8 calibrates on them and reduced precision is checked on them against fp32
         (a fraction of a second per frame, once at load)."""
+        indices = np.linspace(0, len(self.avatar) - 1, CALIBRATION_FRAMES).round().astype(int)
+        if self.conditioning == "mouth":  # the compositor: each frame drawn from another's mouth
+            faces = model_crop(self.avatar.crops()[indices])
+            inputs = np.concatenate([faces[::-1], mask_lower_face(faces, MOUTH_MASK_RECT)], axis=-1)
+            return torch.from_numpy(inputs).permute(0, 3, 1, 2).float() / 255, None
         features = self.avatar.features(self.feature_type)
-        indices = np.linspace(0, len(features) - 1, CALIBRATION_FRAMES).round().astype(int)
         images = torch.from_numpy(model_inputs(self.avatar.crops()[indices])).permute(0, 3, 1, 2).float() / 255
         return images, self.audio_windows(features, indices)
 

@@ -22,12 +22,12 @@ import torch
 
 from synctalk2d.audio.speech_features import SpeechFeatureStream
 from synctalk2d.audio.vad import LEAD_FRAMES, VoiceActivity, with_lead
+from synctalk2d.face.crop import ALIGN_POINTS
 from synctalk2d.face.lip_shape import LIPS, levelled, lip_shapes
 from synctalk2d.inference.picker import Crossings, ReferencePicker
 from synctalk2d.models.checkpoint import load_avatar_mouth
 from synctalk2d.models.mouth import predict_shapes
 
-ALIGN_POINTS = [1, 2, 3, 13, 14, 15, 27, 28, 29, 30, 31, 32, 33, 34, 35]  # move little when the jaw does
 JAW = list(range(2, 15))  # the face contour from cheek to cheek under the mouth
 MOUTH_REGION = JAW + [31, 32, 33, 34, 35]  # ... and under the nose: what is pasted, with the jaw pulled in by JAW_REACH
 JAW_REACH = 0.7  # the pasted region ends this share of the way from the lips to the jaw contour: the jaw line stays the target's

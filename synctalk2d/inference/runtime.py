@@ -55,7 +55,7 @@ from synctalk2d.device import cpu_has_fast_bf16
 from synctalk2d.errors import UserError
 from synctalk2d.evaluation.metrics import psnr
 from synctalk2d.models.config import check_choice
-from synctalk2d.models.unet import UNet
+from synctalk2d.models.unet import NO_AUDIO, UNet
 
 log = logging.getLogger(__name__)
 
@@ -151,9 +151,9 @@ def _torch_forward(unet: UNet, precision: str, device: torch.device, compile: bo
     if compile:
         model = _frozen_compile(model)
 
-    def forward(images: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+    def forward(images: torch.Tensor, audio: torch.Tensor | None) -> torch.Tensor:
         images = images.to(device, dtype, memory_format=torch.channels_last)
-        return model(images, audio.to(device, dtype)).float()
+        return model(images, None if audio is None else audio.to(device, dtype)).float()
 
     return forward
 
@@ -329,31 +329,37 @@ class UNetRunner:
         """Compile and pick kernels at load time: one frame first (a compile on one
         worker), then one per worker."""
         for batch in (1, self.workers):
-            self.predict(torch.zeros(batch, 6, IMAGE_SIZE, IMAGE_SIZE), torch.zeros(batch, *WINDOW_SHAPES[feature_type]))
+            audio = None if feature_type == NO_AUDIO else torch.zeros(batch, *WINDOW_SHAPES[feature_type])
+            self.predict(torch.zeros(batch, 6, IMAGE_SIZE, IMAGE_SIZE), audio)
 
-    def predict(self, images: np.ndarray | torch.Tensor, audio: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """(B, 6, 320, 320) float in [0, 1], (B, C, H, W) audio -> (B, 3, 320, 320) float32 on the CPU."""
-        return self._run(torch.as_tensor(images), torch.as_tensor(audio), _identity, _identity)
+    def predict(self, images: np.ndarray | torch.Tensor, audio: np.ndarray | torch.Tensor | None) -> torch.Tensor:
+        """(B, 6, 320, 320) float in [0, 1], (B, C, H, W) audio (None: the compositor) -> (B, 3, 320, 320) float32 on the CPU."""
+        return self._run(torch.as_tensor(images), _tensor(audio), _identity, _identity)
 
     def __call__(self, images: np.ndarray, audio: np.ndarray) -> np.ndarray:
         """The generator's contract: (B, 320, 320, 6) uint8 reference+masked crops, (B, C, H, W)
         audio windows -> (B, 320, 320, 3) uint8 faces."""
         nchw = torch.from_numpy(np.asarray(images)).permute(0, 3, 1, 2)  # a channels_last view, no copy
-        return self._run(nchw, torch.as_tensor(audio), _from_uint8, _to_uint8).numpy()
+        return self._run(nchw, _tensor(audio), _from_uint8, _to_uint8).numpy()
 
-    def _run(self, images: torch.Tensor, audio: torch.Tensor, prepare: Callable, finish: Callable) -> torch.Tensor:
+    def _run(self, images: torch.Tensor, audio: torch.Tensor | None, prepare: Callable, finish: Callable) -> torch.Tensor:
         """On CPU one frame per model call, in the workers (input and output conversions
         too): a frame's activations mostly stay in cache, a batch's do not (batch 8 is
         slower per frame than batch 1), and `torch.compile` sees a single shape."""
 
-        def run(images: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        def run(images: torch.Tensor, audio: torch.Tensor | None) -> torch.Tensor:
             with torch.inference_mode():  # thread-local: workers need their own
                 return finish(self._forward(prepare(images), audio).cpu())
 
         if self.device.type != "cpu":
             return run(images, audio)
         each = self._pool.map if self._pool else map
-        return torch.cat(list(each(run, images.split(1), audio.split(1))))
+        frames = images.split(1)
+        return torch.cat(list(each(run, frames, [None] * len(frames) if audio is None else audio.split(1))))
+
+
+def _tensor(x: np.ndarray | torch.Tensor | None) -> torch.Tensor | None:
+    return None if x is None else torch.as_tensor(x)
 
 
 def _identity(x: torch.Tensor) -> torch.Tensor:
@@ -412,7 +418,7 @@ def resolve(backend: str, precision: str, device: torch.device) -> tuple[str, st
 def fidelity_psnr(unet: UNet, runner: UNetRunner, images: np.ndarray | torch.Tensor, audio: np.ndarray | torch.Tensor) -> float:
     """PSNR (dB) of ``runner``'s output against ``unet`` in eager fp32 on the same inputs:
     the quality rule for reduced precision is >= `MIN_PSNR_DB` on real face crops."""
-    images, audio = torch.as_tensor(images).float(), torch.as_tensor(audio).float()
+    images, audio = torch.as_tensor(images).float(), None if audio is None else torch.as_tensor(audio).float()
     with torch.inference_mode():
         reference = copy.deepcopy(unet).eval().float().cpu()(images, audio)
     return psnr(runner.predict(images, audio).numpy(), reference.numpy(), peak=1.0)

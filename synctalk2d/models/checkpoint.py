@@ -119,7 +119,8 @@ def trained_stem(avatar_root: str | Path, stage: str) -> Path:
     for name in ("best", "latest"):
         if (directory / f"{name}.safetensors").is_file():
             return directory / name
-    raise UserError(f"{avatar_root} is not trained ({stage} has no checkpoint): run `synctalk2d train --avatar {avatar_root}`")
+    option = " --renderer unet" if stage == "compositor" else ""
+    raise UserError(f"{avatar_root} is not trained ({stage} has no checkpoint): run `synctalk2d train --avatar {avatar_root}{option}`")
 
 
 def retrain_hint(stem: Path) -> str:
@@ -158,6 +159,13 @@ def load_unet(avatar_root: str | Path) -> torch.nn.Module:
     stem = trained_stem(avatar_root, "unet")
     checkpoint = load_checkpoint(stem)
     return _restore(UNet(_model_config(checkpoint, stem, "unet", UNetConfig)), checkpoint, stem)
+
+
+def load_compositor(avatar_root: str | Path) -> torch.nn.Module:
+    """The avatar's compositor U-Net (stage ``compositor``, `training.compositor`), in eval mode on the CPU."""
+    stem = trained_stem(avatar_root, "compositor")
+    checkpoint = load_checkpoint(stem)
+    return _restore(UNet(_model_config(checkpoint, stem, "compositor", UNetConfig)), checkpoint, stem)
 
 
 def load_syncnet(avatar_root: str | Path) -> torch.nn.Module:

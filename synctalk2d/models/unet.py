@@ -1,7 +1,9 @@
 """The lip-sync generator: SyncTalk_2D's U-Net (``unet_328.py``), MobileNetV2 style.
 
 Image in: the reference crop and the masked current crop, (B, 6, 320, 320) in [0, 1].
-Audio in: the frame's 16-frame feature window, (B, *WINDOW_SHAPES[feature_type]).
+Audio in: the frame's 16-frame feature window, (B, *WINDOW_SHAPES[feature_type]), or
+nothing for the compositor (``feature_type="none"``: the reference already shows the
+mouth to draw, `training.compositor`).
 Out: the current crop redrawn, (B, 3, 320, 320), through a sigmoid.
 
 An input block and 5 stride-2 `Down` stages take the image to (C4, 10, 10); the audio
@@ -29,6 +31,7 @@ EXPANSION = 2  # MobileNetV2 uses 6; the reference's blocks all use 2
 # The stride that brings each window to 16x16, which the audio towers then shrink like
 # any other (here: a stride-2 conv with padding 3 makes it 10x10, the image bottleneck).
 AUDIO_STRIDES = {"ave": 1, "hubert": 2, "wenet": (1, 2)}
+NO_AUDIO = "none"  # the compositor's feature type: image in, image out
 
 
 @dataclass
@@ -37,7 +40,7 @@ class UNetConfig(DictConfig):
     width: str = "full"
 
     def __post_init__(self):
-        check_choice("feature type", self.feature_type, WINDOW_SHAPES)
+        check_choice("feature type", self.feature_type, [*WINDOW_SHAPES, NO_AUDIO])
         check_choice("width", self.width, WIDTHS)
 
 
@@ -110,20 +113,23 @@ class UNet(nn.Module):
         super().__init__()
         self.config = config = config or UNetConfig()
         ch = WIDTHS[config.width]
-        self.audio = AudioBranch(config.feature_type, ch)
+        self.audio = AudioBranch(config.feature_type, ch) if config.feature_type != NO_AUDIO else None
         self.inc = InvertedResidual(6, ch[0])
         self.down = nn.ModuleList(double_block(a, b, stride=2) for a, b in [(ch[0], ch[0]), (ch[0], ch[1]), (ch[1], ch[2]), (ch[2], ch[3]), (ch[3], ch[4])])
-        self.fuse = nn.Sequential(double_block(2 * ch[4], ch[4]), double_block(ch[4], ch[3]))
+        bottleneck = ch[4] if self.audio is None else 2 * ch[4]
+        self.fuse = nn.Sequential(double_block(bottleneck, ch[4]), double_block(ch[4], ch[3]))
         # in = upsampled + skip channels; the last two stages keep C0 and then halve it
         self.up = nn.ModuleList(Up(a, b) for a, b in [(ch[4], ch[2]), (ch[3], ch[1]), (ch[2], ch[0]), (ch[1], ch[0]), (ch[1], ch[0] // 2)])
         self.out = nn.Conv2d(ch[0] // 2, 3, 1)
 
-    def forward(self, image: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
-        """(B, 6, 320, 320) reference + masked crop, (B, C, H, W) audio window -> (B, 3, 320, 320)."""
+    def forward(self, image: torch.Tensor, audio: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, 6, 320, 320) reference + masked crop, (B, C, H, W) audio window (None for the
+        compositor) -> (B, 3, 320, 320)."""
         skips = [self.inc(image)]
         for down in self.down:
             skips.append(down(skips[-1]))
-        x = self.fuse(torch.cat([skips.pop(), self.audio(audio)], dim=1))
+        x = skips.pop() if self.audio is None else torch.cat([skips.pop(), self.audio(audio)], dim=1)
+        x = self.fuse(x)
         for up in self.up:
             x = up(x, skips.pop())
         return torch.sigmoid(self.out(x))

@@ -14,6 +14,7 @@ from pathlib import Path
 from synctalk2d.avatar import FPS
 
 CONDITIONINGS = ("mouth", "audio")  # what drives the mouth: predicted lip shapes, or audio features into the U-Net
+RENDERERS = ("paste", "unet")  # how mouth conditioning draws the chosen mouth: pasted, or redrawn by the compositor U-Net
 
 
 @dataclass
@@ -68,6 +69,19 @@ class UNetStageConfig(StageConfig):
 
 
 @dataclass
+class CompositorStageConfig(StageConfig):
+    """Stage ``compositor`` (``--renderer unet``): the U-Net that redraws the target's mouth
+    from the reference the picker chose; loss = L1 + pixel-difference L1 (+ 0.01 * perceptual)."""
+
+    batch_size: int = 8
+    lr: float = 1e-3
+    epochs: int | None = 20
+    gradient_weight: float = 1.0  # L1 of pixel differences: edges (lip lines, teeth) as well as colours
+    perceptual_weight: float = 0.01
+    image_every: int = 200
+
+
+@dataclass
 class MouthStageConfig:
     """Stage ``mouth``: adapting the shipped mouth-motion prior to the avatar (seconds on a CPU)."""
 
@@ -83,6 +97,7 @@ class TrainConfig:
 
     avatar: str
     conditioning: str = "mouth"
+    renderer: str = "paste"  # mouth conditioning: "unet" also trains stage compositor
     feature_type: str = "ave"
     width: str = "full"
     stage: str | None = None  # run only this stage
@@ -101,21 +116,23 @@ class TrainConfig:
     syncnet: SyncNetStageConfig = field(default_factory=SyncNetStageConfig)
     unet: UNetStageConfig = field(default_factory=UNetStageConfig)
     mouth: MouthStageConfig = field(default_factory=MouthStageConfig)
+    compositor: CompositorStageConfig = field(default_factory=CompositorStageConfig)
 
     def stage_names(self) -> list[str]:
         """The stages of this conditioning and feature type, in order."""
         if self.conditioning == "mouth":
-            return ["mouth"]
+            return ["mouth", "compositor"] if self.renderer == "unet" else ["mouth"]
         first = "audio-encoder" if self.feature_type == "ave" else "features"
         return [first, "syncnet", "unet"]
 
     def stage_config(self, name: str) -> StageConfig | MouthStageConfig:
-        return {"audio-encoder": self.audio_encoder, "syncnet": self.syncnet, "unet": self.unet, "mouth": self.mouth}[name]
+        stages = {"audio-encoder": self.audio_encoder, "syncnet": self.syncnet, "unet": self.unet, "mouth": self.mouth, "compositor": self.compositor}
+        return stages[name]
 
     def override(self, batch_size: int | None = None, epochs: int | None = None, max_steps: int | None = None, checkpoint_every: int | None = None) -> None:
         """Apply the command line's per-stage options to every stage; with ``minutes`` and
         no ``epochs`` the default epochs no longer apply, so time alone decides."""
-        for stage in (self.audio_encoder, self.syncnet, self.unet):
+        for stage in (self.audio_encoder, self.syncnet, self.unet, self.compositor):
             stage.batch_size = batch_size or stage.batch_size
             stage.max_steps = max_steps or stage.max_steps
             stage.checkpoint_every = checkpoint_every or stage.checkpoint_every
@@ -123,7 +140,7 @@ class TrainConfig:
 
 
 # Share of ``--minutes`` per stage; a stage that finishes early leaves its time to the next.
-TIME_SHARES = {"mouth": 0.05, "audio-encoder": 0.20, "features": 0.0, "syncnet": 0.15, "unet": 0.65}
+TIME_SHARES = {"mouth": 0.05, "audio-encoder": 0.20, "features": 0.0, "syncnet": 0.15, "unet": 0.65, "compositor": 0.95}
 
 
 MIN_VAL_FRAMES = 20  # enough for off-sync negatives inside the validation block

@@ -128,6 +128,10 @@ class Stage:
         torch.manual_seed(seed)
         return config
 
+    def inputs(self, batch: list[torch.Tensor]) -> list[torch.Tensor]:
+        """What the model is called with: the batch's first two tensors (image or faces, audio)."""
+        return batch[:2]
+
     def loss(self, model: torch.nn.Module, batch: list[torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The loss to minimise and named batch means to log (``loss`` included)."""
         raise NotImplementedError
@@ -201,6 +205,39 @@ def completed_result(avatar_root: Path, stage: str) -> StageResult | None:
     path = stage_dir(avatar_root, stage) / "latest.json"
     state = json.loads(path.read_text()).get("state", {}) if path.is_file() else {}
     return StageResult(**state["result"]) if state.get("completed") else None
+
+
+class ImageStage(Stage):
+    """A stage whose model draws 320x320 face crops from a reference and a masked crop (the
+    U-Net, the compositor): the optional VGG19 perceptual term and the TensorBoard rows."""
+
+    perceptual: torch.nn.Module | None = None
+    last_predicted: torch.Tensor  # up to 4 crops of the last batch, set by `loss`
+
+    def finish_loss(
+        self, loss: torch.Tensor, metrics: dict[str, torch.Tensor], predicted: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``loss`` plus ``perceptual_weight`` * the perceptual loss when there is one, and the metrics to log."""
+        if self.perceptual is not None:
+            perceptual = self.perceptual(predicted, target)
+            loss = loss + self.config.perceptual_weight * perceptual
+            metrics["perceptual"] = perceptual.detach()
+        return loss, {"loss": loss.detach(), **metrics}
+
+    def images(self, batch: list[torch.Tensor]) -> torch.Tensor:
+        """Rows of reference | masked input | predicted | real, for up to 4 samples of the
+        last training batch, at half size."""
+        inputs, target = batch[0][: len(self.last_predicted)], batch[-1][: len(self.last_predicted)]
+        row = torch.cat([inputs[:, :3], inputs[:, 3:], self.last_predicted.float(), target], dim=3)
+        grid = torch.cat(list(torch.nn.functional.interpolate(row, scale_factor=0.5, mode="area")), dim=1)
+        return grid.clamp(0, 1).cpu()
+
+
+def frozen(module: torch.nn.Module) -> torch.nn.Module:
+    """Eval mode, no parameter gradients: gradients still flow through it to the model trained."""
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module.eval()
 
 
 def fit(stage: Stage, avatar: Avatar, runtime: Runtime, seconds: float | None = None, show_progress: bool = True) -> StageResult:
@@ -362,7 +399,7 @@ class Trainer:
         self.model.train()
         for batch in make_loader(self.stage.train_set, batches, 0):
             with self.runtime.autocast(self.stage):
-                self.model(*to_device(batch, self.runtime.device)[:2])
+                self.model(*self.stage.inputs(to_device(batch, self.runtime.device)))
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum
 

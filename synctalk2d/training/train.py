@@ -4,6 +4,10 @@ With ``--conditioning mouth`` (the default) there is one stage:
 
     mouth                        ->  checkpoints/mouth/     (speech -> lip shape, adapted from the prior)
 
+With ``--renderer unet`` a second stage follows it:
+
+    compositor                   ->  checkpoints/compositor/ (redraws the picked mouth onto the target)
+
 With ``--conditioning audio`` (the reference design):
 
     audio-encoder (or features)  ->  features/<type>.npy
@@ -33,6 +37,7 @@ from synctalk2d.models.unet import WIDTHS
 from synctalk2d.progress import console
 from synctalk2d.training.config import (
     CONDITIONINGS,
+    RENDERERS,
     TIME_SHARES,
     Splits,
     TrainConfig,
@@ -63,12 +68,16 @@ def build_config(
     stages, and an unset conditioning taken from the avatar's earlier run, if any."""
     for key in ("audio_encoder_weights", "hubert_model", "wenet_model", "vgg_weights", "mouth_prior"):
         options[key] = resolve_path(options.get(key))
+    record = Path(avatar) / "train.json"
+    earlier = json.loads(record.read_text()) if record.is_file() else {}
     if options.get("conditioning") is None:  # resuming: what the avatar was trained with, else the default
         options.pop("conditioning", None)
-        record = Path(avatar) / "train.json"
-        earlier = json.loads(record.read_text()) if record.is_file() else {}
         if earlier.get("stages"):  # a run that failed before its first stage trained nothing to resume
             options["conditioning"] = earlier.get("conditioning", "audio")
+    if options.get("renderer") is None:  # likewise
+        options.pop("renderer", None)
+        if earlier.get("stages") and earlier.get("renderer"):
+            options["renderer"] = earlier["renderer"]
     config = TrainConfig(avatar=str(Path(avatar).resolve()), **options)
     config.override(batch_size=batch_size, epochs=epochs, max_steps=max_steps, checkpoint_every=checkpoint_every)
     return config
@@ -126,6 +135,8 @@ def _run_stage(name: str, avatar: Avatar, config: TrainConfig, splits: Splits, r
         from synctalk2d.training.audio_encoder import run_features as run
     elif name == "syncnet":
         from synctalk2d.training.syncnet import run
+    elif name == "compositor":
+        from synctalk2d.training.compositor import run
     else:
         from synctalk2d.training.unet import run
     return run(avatar, config, splits, runtime, seconds, show_progress)
@@ -145,6 +156,10 @@ def _already_done(name: str, root: Path, config: TrainConfig) -> StageResult | N
 def _check(config: TrainConfig) -> None:
     if config.conditioning not in CONDITIONINGS:
         raise UserError(f"--conditioning must be one of {', '.join(CONDITIONINGS)}, not {config.conditioning!r}")
+    if config.renderer not in RENDERERS:
+        raise UserError(f"--renderer must be one of {', '.join(RENDERERS)}, not {config.renderer!r}")
+    if config.renderer == "unet" and config.conditioning != "mouth":
+        raise UserError("--renderer unet draws the mouth the mouth model chose: it needs --conditioning mouth")
     if config.feature_type not in FEATURE_TYPES:
         raise UserError(f"--feature-type must be one of {', '.join(FEATURE_TYPES)}, not {config.feature_type!r}")
     if config.width not in WIDTHS:
@@ -153,7 +168,7 @@ def _check(config: TrainConfig) -> None:
         raise UserError(f"--stage must be one of {', '.join(config.stage_names())} for --feature-type {config.feature_type}, not {config.stage!r}")
     if config.minutes is not None and config.minutes <= 0:
         raise UserError("--minutes must be positive")
-    if min(config.stage_config(n).batch_size for n in ("audio-encoder", "syncnet", "unet")) < 2:
+    if min(config.stage_config(n).batch_size for n in ("audio-encoder", "syncnet", "unet", "compositor")) < 2:
         raise UserError("--batch-size must be at least 2: BatchNorm and the off-sync pairs of a batch need two samples")
     if config.holdout_seconds < 0:
         raise UserError("--holdout-seconds cannot be negative")

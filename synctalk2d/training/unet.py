@@ -47,7 +47,7 @@ from synctalk2d.models.unet import UNet, UNetConfig
 from synctalk2d.progress import console
 from synctalk2d.training.config import Splits, TrainConfig
 from synctalk2d.training.data import CropCache, WindowDataset, augment, to_chw
-from synctalk2d.training.loop import Runtime, Stage, StageResult, fit
+from synctalk2d.training.loop import ImageStage, Runtime, StageResult, fit, frozen
 
 
 class ReferenceMaskedFrames(WindowDataset):
@@ -64,7 +64,7 @@ class ReferenceMaskedFrames(WindowDataset):
         return to_chw(inputs), self.window(frame), to_chw(target)
 
 
-class UNetStage(Stage):
+class UNetStage(ImageStage):
     name = "unet"
     kind = "unet"
     bf16_on_cpu = True  # 2.5x faster steps with AVX512-BF16 (see `setup_runtime`)
@@ -77,7 +77,7 @@ class UNetStage(Stage):
         stem = trained_stem(avatar.root, "syncnet")
         syncnet = load_checkpoint(stem)  # gated on and used: one record, one set of weights
         self.sync_weight = self._usable_sync_weight(syncnet.state, len(splits.val), runtime)
-        self.syncnet = _frozen(syncnet_of(syncnet, stem)).to(runtime.device, memory_format=torch.channels_last)
+        self.syncnet = frozen(syncnet_of(syncnet, stem)).to(runtime.device, memory_format=torch.channels_last)
         expert = {"checkpoint": stem.name, "step": syncnet.state.get("step"), "accuracy": syncnet.state.get("val", {}).get("accuracy"),
                   "learned": syncnet.state.get("learned"), "sync_weight": self.sync_weight}  # fmt: skip
         self.extra_config = {"feature_type": config.feature_type, "width": config.width, "syncnet": expert}
@@ -87,7 +87,7 @@ class UNetStage(Stage):
                 console.print("unet: no VGG19 weights found (torch hub cache or --vgg-weights); training without the perceptual loss", soft_wrap=True)
             self.perceptual = None
         else:
-            self.perceptual = _frozen(PerceptualLoss(vgg)).to(runtime.device, memory_format=torch.channels_last)
+            self.perceptual = frozen(PerceptualLoss(vgg)).to(runtime.device, memory_format=torch.channels_last)
         crops, features = CropCache(avatar.crops_path), avatar.features(config.feature_type)
         self.train_set = ReferenceMaskedFrames(crops, features, config.feature_type, splits.train, stage.jitter, stage.flip)
         self.val_set = ReferenceMaskedFrames(crops, features, config.feature_type, splits.val)
@@ -144,26 +144,7 @@ class UNetStage(Stage):
         sync_weight = self.sync_weight_at(self.step) if model.training else self.sync_weight
         loss = l1 + sync_weight * sync
         metrics = {"l1": l1.detach(), "sync": sync.detach(), "sync_weight": torch.tensor(sync_weight)}
-        if self.perceptual is not None:
-            perceptual = self.perceptual(predicted, target)
-            loss = loss + self.config.perceptual_weight * perceptual
-            metrics["perceptual"] = perceptual.detach()
-        return loss, {"loss": loss.detach(), **metrics}
-
-    def images(self, batch):
-        """Rows of reference | masked input | predicted | real, for up to 4 samples of the
-        last training batch, at half size."""
-        inputs, _, target = (t[: len(self.last_predicted)] for t in batch)
-        row = torch.cat([inputs[:, :3], inputs[:, 3:], self.last_predicted.float(), target], dim=3)
-        grid = torch.cat(list(F.interpolate(row, scale_factor=0.5, mode="area")), dim=1)
-        return grid.clamp(0, 1).cpu()
-
-
-def _frozen(module: torch.nn.Module) -> torch.nn.Module:
-    """Eval mode, no parameter gradients: gradients still flow through it to the U-Net."""
-    for p in module.parameters():
-        p.requires_grad_(False)
-    return module.eval()
+        return self.finish_loss(loss, metrics, predicted, target)
 
 
 def run(avatar: Avatar, config: TrainConfig, splits: Splits, runtime: Runtime, seconds: float | None, show_progress: bool = True) -> StageResult:

@@ -3,7 +3,7 @@ import torch
 
 from synctalk2d.audio.windows import WINDOW_SHAPES
 from synctalk2d.errors import UserError
-from synctalk2d.models.unet import WIDTHS, UNet, UNetConfig
+from synctalk2d.models.unet import NO_AUDIO, WIDTHS, UNet, UNetConfig
 
 
 def test_default_unet_has_the_reference_parameter_count():
@@ -37,7 +37,21 @@ def test_config_round_trip_and_clear_errors():
     config = UNetConfig("hubert", "mobile")
     assert UNetConfig.from_dict(config.to_dict()) == config
     assert config.to_dict() == {"feature_type": "hubert", "width": "mobile"}
-    with pytest.raises(UserError, match="unknown feature type 'whisper'; expected one of ave, hubert, wenet"):
+    with pytest.raises(UserError, match="unknown feature type 'whisper'; expected one of ave, hubert, wenet, none"):
         UNetConfig(feature_type="whisper")
     with pytest.raises(UserError, match="unknown width 'tiny'"):
         UNetConfig(width="tiny")
+
+
+def test_the_compositor_has_no_audio_branch_and_draws_from_images_alone():
+    """``feature_type="none"``: the reference crop already shows the mouth to draw."""
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(NO_AUDIO, "mobile")).train()
+    assert model.audio is None
+    image = torch.rand(2, 6, 320, 320, requires_grad=True)
+    out = model(image)
+    assert out.shape == (2, 3, 320, 320)
+    out.mean().backward()
+    assert image.grad.abs().sum() > 0 and all(p.grad is not None for p in model.parameters())
+    full = sum(p.numel() for p in UNet(UNetConfig(NO_AUDIO, "full")).parameters())
+    assert full < 12_186_935 / 1.5  # the audio branch is most of the reference's parameters

@@ -124,7 +124,7 @@ def test_a_video_the_pipeline_refuses_fails_its_job_in_the_cli_words(many, tmp_p
     created = many.post("/v1/avatars", files={"video": ("short.mp4", short.read_bytes())})
     assert created.status_code == 202
     failed = wait_for_job(many, created.json()["id"])
-    assert failed["status"] == "failed" and failed["error"].startswith("the video is 1.0 s long; at least 3 s of video are needed")
+    assert failed["status"] == "failed" and failed["error"].startswith("the video is 1.00 s long; at least 3 s of video are needed")
     assert "\n" not in failed["error"] and str(tmp_path) not in failed["error"]
 
 
