@@ -143,14 +143,16 @@ def test_every_stage_trains_and_its_loss_goes_down(trained):
 
 
 def test_audio_encoder_loss_goes_down(trained, tmp_path):
-    """Batches of 16 (the stage's default is 32): the loss falls from chance (~0.69-0.75)."""
+    """Batches of 16 (the stage's default is 32): the loss falls from chance (~0.69-0.75).
+    45 steps: after 30 it had fallen by 0.05-0.07, at the edge of the bar (a CI run read
+    0.0499); after 45 by about 0.09."""
     root = _copy_without(trained[0], tmp_path, "audio-encoder", "syncnet", "unet")
-    config = quick_config(root, stage="audio-encoder", max_steps=30)
+    config = quick_config(root, stage="audio-encoder", max_steps=45)
     config.audio_encoder.batch_size = 16
     train_logged(config)
     _, losses = scalars(root, "audio-encoder", "train/loss")
     first, last = np.mean(losses[:5]), np.mean(losses[-5:])
-    assert len(losses) == 30 and last < first - 0.05, f"audio-encoder: loss {first:.4f} -> {last:.4f}"
+    assert len(losses) == 45 and last < first - 0.05, f"audio-encoder: loss {first:.4f} -> {last:.4f}"
 
 
 def test_unet_sync_weight_ramps_up(trained, tmp_path, monkeypatch):
