@@ -102,11 +102,17 @@ def model_points(landmarks: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return crop_coordinates(landmarks, boxes) - MODEL_OFFSET
 
 
+def alignment(points: np.ndarray, onto: np.ndarray) -> np.ndarray | None:
+    """The (2, 3) similarity (rotation, scale, shift) that lays one face's 68 ``points`` on
+    another's (``onto``) at their `ALIGN_POINTS`: the nose and upper face contour, which the
+    jaw does not move. None when the fit fails."""
+    return cv2.estimateAffinePartial2D(points[ALIGN_POINTS], onto[ALIGN_POINTS], method=cv2.LMEDS)[0]
+
+
 def align_face(image: np.ndarray, points: np.ndarray, onto: np.ndarray) -> np.ndarray:
-    """A 320x320 model crop warped (rotation, scale, shift) so that its `ALIGN_POINTS`
-    (``points``, its 68 model-crop landmarks) land on ``onto``'s: another frame's face laid
-    over this one's on the nose and upper face contour, where the jaw does not move them."""
-    matrix = cv2.estimateAffinePartial2D(points[ALIGN_POINTS], onto[ALIGN_POINTS], method=cv2.LMEDS)[0]
+    """A 320x320 model crop (``points``: its 68 model-crop landmarks) warped by `alignment`
+    onto the face whose model-crop landmarks are ``onto``."""
+    matrix = alignment(points, onto)
     if matrix is None:
         return np.ascontiguousarray(image)
     return cv2.warpAffine(np.ascontiguousarray(image), matrix, (MODEL_SIZE, MODEL_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)

@@ -31,7 +31,7 @@ from synctalk2d.audio.windows import feature_windows, to_model_window
 from synctalk2d.avatar import SAMPLES_PER_FRAME, Avatar
 from synctalk2d.device import pick_device
 from synctalk2d.errors import UserError
-from synctalk2d.face.crop import MOUTH_MASK_RECT, mask_lower_face, model_crop, model_inputs
+from synctalk2d.face.crop import MOUTH_MASK_RECT, align_face, mask_lower_face, model_crop, model_inputs, model_points
 from synctalk2d.inference.generator import CompositorGenerator, FrameGenerator, MouthGenerator
 from synctalk2d.inference.mouth import MouthConditioning
 from synctalk2d.inference.runtime import UNetRunner, resolve
@@ -138,9 +138,11 @@ class LipSync:
         int8 calibrates on them and reduced precision is checked on them against fp32
         (a fraction of a second per frame, once at load)."""
         indices = np.linspace(0, len(self.avatar) - 1, CALIBRATION_FRAMES).round().astype(int)
-        if self.conditioning == "mouth":  # the compositor: each frame drawn from another's mouth
+        if self.conditioning == "mouth":  # the compositor: each frame drawn from another's mouth, aligned onto it
             faces = model_crop(self.avatar.crops()[indices])
-            inputs = np.concatenate([faces[::-1], mask_lower_face(faces, MOUTH_MASK_RECT)], axis=-1)
+            points = model_points(self.avatar.landmarks()[indices], self.avatar.boxes()[indices])
+            references = np.stack([align_face(faces[-1 - k], points[-1 - k], points[k]) for k in range(len(faces))])
+            inputs = np.concatenate([references, mask_lower_face(faces, MOUTH_MASK_RECT)], axis=-1)
             return torch.from_numpy(inputs).permute(0, 3, 1, 2).float() / 255, None
         features = self.avatar.features(self.feature_type)
         images = torch.from_numpy(model_inputs(self.avatar.crops()[indices])).permute(0, 3, 1, 2).float() / 255

@@ -22,7 +22,7 @@ import torch
 
 from synctalk2d.audio.speech_features import SpeechFeatureStream
 from synctalk2d.audio.vad import LEAD_FRAMES, VoiceActivity, with_lead
-from synctalk2d.face.crop import ALIGN_POINTS
+from synctalk2d.face.crop import ALIGN_POINTS, alignment
 from synctalk2d.face.lip_shape import LIPS, levelled, lip_shapes
 from synctalk2d.inference.picker import Crossings, ReferencePicker
 from synctalk2d.models.checkpoint import load_avatar_mouth
@@ -179,7 +179,7 @@ def paste_mouth(
     resampling, so the pasted mouth is as sharp as the recording; only the region's bounding
     box is touched."""
     sources = [(reference, reference_points)] + ([cross_from[:2]] if cross_from is not None else [])
-    matrices = [cv2.estimateAffinePartial2D(points[ALIGN_POINTS], target_points[ALIGN_POINTS], method=cv2.LMEDS)[0] for _, points in sources]
+    matrices = [alignment(points, target_points) for _, points in sources]
     if any(matrix is None for matrix in matrices):
         return target
     moved = [mouth_region(points) @ matrix[:, :2].T + matrix[:, 2] for (_, points), matrix in zip(sources, matrices)]

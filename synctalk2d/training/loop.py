@@ -18,6 +18,7 @@ A stage (see `Stage`) only says what its model, data and loss are. `fit` does th
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import json
 import os
@@ -102,7 +103,7 @@ def setup_runtime(device: str | None = None, num_workers: int | None = None, see
     return Runtime(torch_device, amp, rank, world_size, num_workers, seed)
 
 
-class Stage:
+class Stage(abc.ABC):
     """One training stage: subclasses set the attributes and implement `loss`. A batch is
     a list of tensors that starts with the model's two inputs (image or faces, audio)."""
 
@@ -132,9 +133,9 @@ class Stage:
         """What the model is called with: the batch's first two tensors (image or faces, audio)."""
         return batch[:2]
 
+    @abc.abstractmethod
     def loss(self, model: torch.nn.Module, batch: list[torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The loss to minimise and named batch means to log (``loss`` included)."""
-        raise NotImplementedError
 
     def images(self, batch: list[torch.Tensor]) -> torch.Tensor | None:
         """An optional (3, H, W) image in [0, 1] for TensorBoard, of the batch just trained on."""
