@@ -55,7 +55,7 @@ from synctalk2d.audio.vad import frame_activity, with_lead
 from synctalk2d.avatar import FPS, Avatar
 from synctalk2d.evaluation.evaluate import Clip as Detected
 from synctalk2d.evaluation.evaluate import Motion, evaluate
-from synctalk2d.evaluation.metrics import mean_sharpness, mouth_aperture, mouth_box
+from synctalk2d.evaluation.metrics import lip_changes, lip_regions, mean_sharpness, mouth_aperture, mouth_box
 from synctalk2d.face.landmarks import DEFAULT_LANDMARKS, LANDMARK_MODELS, landmark_detector
 from synctalk2d.face.lip_shape import aperture
 from synctalk2d.inference import mouth as mouth_module
@@ -91,6 +91,7 @@ POOL = sorted((SHARED / "data" / "mouth-pool").glob("*.mp4")) + [
 RESEARCH = sorted((SHARED / "data" / "mouth-eval-research").glob("*.mp4"))
 RENDERED = ("speaker_20s", "mimictalk_german_20s")
 ADAPT_SHARE = 0.7
+RELEASES = (0, 4, 8, 12, 16, 25)  # release lengths `release_calibration` tries
 
 
 def read_speakers(path: Path = SHARED / "data" / "mouth-pool" / "speakers.tsv") -> dict[str, str]:
@@ -221,12 +222,17 @@ def rendered_tail(avatar: Avatar, cut: int, plan: np.ndarray, motion: Motion) ->
             start = int(np.argmax(np.convolve(speed, np.ones(STRIP_FRAMES), "valid"))) if len(speed) >= STRIP_FRAMES else 0
             strip(rendered_crops, real_crops, real_points, start, STRIPS / f"{avatar.root.name}_{what}.png")
     regions = [(slice(max(0, y1), max(y2, y1 + 8)), slice(max(0, x1), max(x2, x1 + 8))) for x1, y1, x2, y2 in (mouth_box(p) for p in real_points)]
+    # where the jumps are: on transitions into, within or out of a crossing, or elsewhere
+    jumped = lip_changes(lip_regions(rendered_crops, rendered_points)) > np.percentile(motion.changes, 99)
+    crossing = (plan[:-1, 2] < 1) | (plan[1:, 2] < 1)
     return {
         "r_by_lag": correlation_by_lag(mouth_aperture(rendered_points), mouth_aperture(real_points), MAX_AV_OFFSET),
         "rendered": motion(rendered_crops, rendered_points),
         "unchanged": motion(*unchanged.arrays()),
         "real": motion(real_crops, real_points),
         "sharpness_over_real": mean_sharpness(rendered_crops, regions) / mean_sharpness(real_crops, regions),
+        "jumps_at_crossings": float(np.sum(jumped & crossing) / max(len(jumped), 1)),  # as a share of all transitions
+        "jumps_elsewhere": float(np.sum(jumped & ~crossing) / max(len(jumped), 1)),
     }
 
 
@@ -350,7 +356,8 @@ def score_mouth_model(clips: list[Clip], workdir: Path, render: bool = True) -> 
             # picker's references from the head as the bank; their real opening against the tail's
             rest = rest_shape_of(head)
             gain = motion_gain(chosen.model, head, mean)
-            wanted, _ = settle(amplify(predict_shapes(chosen.model, tail.windows, mean), mean, gain), tail.speech, rest)
+            predicted = amplify(predict_shapes(chosen.model, tail.windows, mean), mean, gain)
+            wanted, _ = settle(predicted, tail.speech, rest)
             cut = int(len(clip.shapes) * ADAPT_SHARE)
             bank = np.arange(cut)
             avatar = Avatar.open(workdir / "pool" / clip.name)
@@ -361,11 +368,12 @@ def score_mouth_model(clips: list[Clip], workdir: Path, render: bool = True) -> 
             picker.hold_cost = picker.hold_cost if HOLD_COST_SPEECH is None else HOLD_COST_SPEECH * float(picker.model.scale[0])
             targets = frame_schedule(len(wanted), cut, start=0, loop_back=False)  # the frames `evaluate` draws on
             references = picker.path(wanted, poses[targets])
+            release = release_calibration(predicted, tail, rest, picker, poses[targets], clip.shapes)
             plan = Crossings(bank).plan(references) if CROSSINGS else np.stack([references, references, np.ones(len(references))], axis=1)
             picked = clip.shapes[references]
             live = copy.copy(picker)  # the live stream's choice: each frame with no look-ahead (audio arriving in real time)
             live.previous = None
-            streamed = np.array([live(wanted[k : k + 1], poses[targets[k : k + 1]]) for k in range(len(wanted))])
+            streamed = np.array([live(wanted[k : k + 1], poses[targets[k : k + 1]])[0] for k in range(len(wanted))])
             real, speaking = aperture(tail.shapes), tail.speech
             models = {"tail_prior_r": own, "tail_adapted_r": adapted, "tail_stage_r": chosen.model}
             by_lag = {"wanted": correlation_by_lag(aperture(wanted), real, MAX_AV_OFFSET), "picked": correlation_by_lag(aperture(picked), real, MAX_AV_OFFSET)}
@@ -390,6 +398,7 @@ def score_mouth_model(clips: list[Clip], workdir: Path, render: bool = True) -> 
                 "motion_gain": gain,
                 "tail_wanted_over_real_std": float(aperture(wanted[speaking]).std() / real[speaking].std()),
                 "tail_picked_over_real_std": float(aperture(picked[speaking]).std() / real[speaking].std()),
+                "release_calibration": release,
             }
             if render:
                 rendered = rendered_tail(avatar, cut, plan, Motion(avatar))
@@ -398,6 +407,8 @@ def score_mouth_model(clips: list[Clip], workdir: Path, render: bool = True) -> 
                     "tail_rendered_best_lag": best_lag(rendered["r_by_lag"]),
                     "rendered_over_wanted_r": rendered["r_by_lag"][0] / by_lag["wanted"][0],
                     "sharpness_over_real": rendered["sharpness_over_real"],
+                    "jumps_at_crossings": rendered["jumps_at_crossings"],
+                    "jumps_elsewhere": rendered["jumps_elsewhere"],
                     **{f"rendered_{k}": v for k, v in rendered["rendered"].items()},
                     **{f"unchanged_{k}": v for k, v in rendered["unchanged"].items()},
                     **{f"real_tail_{k}": v for k, v in rendered["real"].items()},
@@ -435,17 +446,39 @@ def score_mouth_model(clips: list[Clip], workdir: Path, render: bool = True) -> 
         "tail_median_r_rendered": float(np.median([np.nan_to_num(v["tail_rendered_r"]) for v in per_clip.values()])) if render else None,
         "tail_median_best_lag_rendered": float(np.median([v["tail_rendered_best_lag"] for v in per_clip.values()])) if render else None,
         "picker_fidelity": column("tail_picked_r") / column("tail_wanted_r"),
+        "release_calibration": {
+            frames: {
+                kind: float(np.mean([np.nan_to_num(v["release_calibration"][frames][kind]) for v in per_clip.values()])) for kind in ("wanted_r", "picked_r")
+            }
+            for frames in RELEASES
+        },
         **(motion_summary(per_clip) if render else {}),
         "per_clip": per_clip,
         **({"small_faces": small_faces, "small_copies": copies} if SMALL_COPIES else {}),
     }
 
 
+def release_calibration(predicted: np.ndarray, tail: Clip, rest: np.ndarray, picker: ReferencePicker, poses: np.ndarray, shapes: np.ndarray) -> dict:
+    """The tail's wanted and picked opening r at lag 0 for each `RELEASE_FRAMES` (frames
+    over which the lips ease into the rest shape after speech; 0: at once)."""
+    shipped, result = mouth_module.RELEASE_FRAMES, {}
+    real = aperture(tail.shapes)
+    try:
+        for frames in RELEASES:
+            mouth_module.RELEASE_FRAMES = frames
+            wanted, _ = settle(predicted, tail.speech, rest)
+            picked = shapes[picker.path(wanted, poses)]
+            result[frames] = {kind: correlation_by_lag(aperture(x), real, 0)[0] for kind, x in (("wanted_r", wanted), ("picked_r", picked))}
+    finally:
+        mouth_module.RELEASE_FRAMES = shipped
+    return result
+
+
 def motion_summary(per_clip: dict) -> dict:
     """Jumps, seams and sharpness of the rendered tails: over all clips, and on the clips
     whose heads move most (with speaker_20s, a phone recording with a moving head)."""
     measures = ("jump_rate", "change_p95_over_real", "seam_over_real")
-    keys = [f"{who}_{m}" for who in ("rendered", "unchanged", "real_tail") for m in measures] + ["sharpness_over_real"]
+    keys = [f"{who}_{m}" for who in ("rendered", "unchanged", "real_tail") for m in measures] + ["sharpness_over_real", "jumps_at_crossings", "jumps_elsewhere"]
     moving = sorted((n for n in per_clip if n in SPEAKERS), key=lambda n: -per_clip[n]["head_motion"])[:2] + ["speaker_20s"]
     summary = {f"tail_mean_{k}": float(np.nanmean([v[k] for v in per_clip.values()])) for k in keys}
     rendered, wanted = (float(np.mean([np.nan_to_num(v[k]) for v in per_clip.values()])) for k in ("tail_rendered_r", "tail_wanted_r"))
@@ -570,6 +603,9 @@ def main() -> None:
     )
     parser.add_argument("--pose-weight-speech", type=float, help="the picker's head-pose weight in speech instead of the shipped one")
     parser.add_argument("--crossing-shares", type=float, nargs="*", help="the new mouth's share in each frame of a crossing instead of the shipped ones")
+    parser.add_argument("--release-frames", type=int, help="frames over which the lips ease into the rest shape after speech instead of the shipped number")
+    parser.add_argument("--opening-weight", type=float, help="the opening's weight among the lip coefficients in picking instead of the shipped one")
+    parser.add_argument("--crossing-lead", type=int, choices=[0, 1], help="frames of a crossing before its cut instead of the shipped number")
     parser.add_argument("--blend", choices=["feather", "poisson"], help="how the paste meets the frame instead of the shipped way")
     parser.add_argument("--no-crossings", action="store_true", help="cut between references instead of morphing over a few frames")
     parser.add_argument("--strips", type=Path, help="save PNG strips of 30 consecutive rendered-over-real mouths (head turn, fast syllables) here")
@@ -582,8 +618,14 @@ def main() -> None:
     POSE_WEIGHT_SPEECH, HOLD_COST_SPEECH = args.pose_weight_speech, args.hold_cost_speech
     if args.blend:
         mouth_module.BLEND = args.blend
+    if args.release_frames is not None:
+        mouth_module.RELEASE_FRAMES = args.release_frames
     if args.crossing_shares:
         picker_module.CROSSING_SHARES = tuple(args.crossing_shares)
+    if args.opening_weight is not None:
+        picker_module.OPENING_WEIGHT = args.opening_weight
+    if args.crossing_lead is not None:
+        picker_module.CROSSING_LEAD = args.crossing_lead
     ONLY, STRIPS = set(args.clips or ()), args.strips
     quick = args.tails_only or bool(ONLY)
     torch.manual_seed(0)

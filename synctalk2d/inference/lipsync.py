@@ -97,6 +97,8 @@ class LipSync:
     def _runner(self, backend: str, precision: str, device: str) -> UNetRunner:
         """The U-Net (or compositor) ready to run, its choice of runtime said in one line."""
         self.device = pick_device(device)
+        if self.conditioning == "mouth" and backend == "auto":  # the compositor has no onnx export
+            backend = "torch"
         backend, precision = resolve(backend, precision, self.device)
         if self.conditioning == "mouth" and backend == "onnx":
             raise UserError("the compositor U-Net runs on torch only: use --backend torch (or auto) with --renderer unet")

@@ -3,7 +3,7 @@
 1. `MouthStream`: the avatar's mouth model turns speech into a lip shape per frame as the
    audio arrives (a file is streamed in one go, so files and live streams agree), scaled
    to move as much as the avatar's own mouth does (`amplify`); frames the voice-activity
-   rule calls silent get the avatar's rest shape, so pauses are still.
+   rule calls silent ease into the avatar's rest shape (`settle`), so pauses are still.
 2. `inference.picker`: which recorded frame lends its mouth to each output frame, chosen
    for the whole sequence (lips close to the wanted shape, head posed like the target,
    few cuts between unrelated moments of the recording), and cuts spread over a few frames.
@@ -15,6 +15,8 @@
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -37,6 +39,7 @@ FEATHER = 0.03  # of the face's crop-box side: the blur that fades it into the t
 BLEND = "feather"  # how the pasted region meets the target: a feathered, colour-matched edge, or "poisson" (cv2.seamlessClone)
 MAX_COLOUR_SHIFT = 16.0  # grey levels: a larger mismatch is content, not lighting
 SMOOTHING = (0.25, 0.75)  # the previous and this frame's shape: no look-ahead, for live streams
+RELEASE_FRAMES = 8  # after speech the predicted lips ease into the rest shape over these frames
 
 
 class MouthConditioning:
@@ -92,7 +95,7 @@ class MouthStream:
         self.activity = VoiceActivity()
         self.active = np.zeros(0, bool)  # the rule's decision of every frame decided so far
         self.samples_heard = 0  # samples passed to the rule
-        self.previous: np.ndarray | None = None  # the last frame's shape before smoothing
+        self.settled = Settled()  # where the last frame left settling
 
     def push(self, samples: np.ndarray) -> None:
         self.features.push(samples)
@@ -110,7 +113,7 @@ class MouthStream:
         c = self.conditioning
         with torch.inference_mode():
             shapes = amplify(predict_shapes(c.model, windows, c.mean_shape), c.mean_shape, c.gain)
-        settled, self.previous = settle(shapes, self._speaking(first, len(shapes)), c.rest_shape, self.previous)
+        settled, self.settled = settle(shapes, self._speaking(first, len(shapes)), c.rest_shape, self.settled)
         return first, settled
 
     def _speaking(self, first: int, count: int) -> np.ndarray:
@@ -131,16 +134,33 @@ def amplify(shapes: np.ndarray, mean_shape: np.ndarray, gain: float) -> np.ndarr
     return (mean_shape + gain * (shapes - mean_shape)).astype(np.float32)
 
 
-def settle(shapes: np.ndarray, speaking: np.ndarray, rest_shape: np.ndarray, previous: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Predicted (n, 40) shapes as rendering wants them: the rest shape where no one
-    speaks, then each blended with the frame before (`SMOOTHING`). ``previous`` is the
-    unblended shape of the frame before the first, if there was one; the second value
-    returned is the one to pass for the frame after the last."""
-    shapes = np.where(speaking[:, None], shapes, rest_shape).astype(np.float32)
+@dataclass(frozen=True)
+class Settled:
+    """Where settling stands after a frame: its shape before smoothing and how many frames
+    no one has spoken (what the next chunk of a stream starts from)."""
+
+    shape: np.ndarray | None = None
+    quiet_for: int = 1 << 30  # an utterance starts at rest, as after a long silence
+
+
+def settle(shapes: np.ndarray, speaking: np.ndarray, rest_shape: np.ndarray, before: Settled = Settled()) -> tuple[np.ndarray, Settled]:
+    """Predicted (n, 40) shapes as rendering wants them: the rest shape where no one has
+    spoken for more than `RELEASE_FRAMES` frames, the prediction eased towards it over the
+    frames between (the lips close after a word as the model expects them to, not at
+    once), then each blended with the frame before (`SMOOTHING`). ``before`` is where the
+    frame before the first left off; the second value returned is for the frame after the
+    last."""
+    quiet = np.empty(len(shapes), np.int64)
+    quiet_for = before.quiet_for
+    for k, speaks in enumerate(speaking):
+        quiet_for = 0 if speaks else quiet_for + 1
+        quiet[k] = quiet_for
+    share = np.clip(1.0 - quiet / (RELEASE_FRAMES + 1), 0.0, 1.0)[:, None]  # of the prediction
+    shapes = (rest_shape + share * (shapes - rest_shape)).astype(np.float32)
     if not len(shapes):
-        return shapes, previous
-    before = np.concatenate([shapes[:1] if previous is None else previous[None], shapes[:-1]])
-    return (SMOOTHING[0] * before + SMOOTHING[1] * shapes).astype(np.float32), shapes[-1]
+        return shapes, before
+    earlier = np.concatenate([shapes[:1] if before.shape is None else before.shape[None], shapes[:-1]])
+    return (SMOOTHING[0] * earlier + SMOOTHING[1] * shapes).astype(np.float32), Settled(shapes[-1], quiet_for)
 
 
 def mouth_region(points: np.ndarray) -> np.ndarray:
@@ -202,16 +222,19 @@ def paste_mouth(
     disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))
     region = cv2.dilate(region, disk)
     patch = target[y1:y2, x1:x2]
-    # match the mean colour on a ring around the region, inside the face and above the mouth
+    # match the colour on a ring around the region, inside the face and above the mouth
     # (cheeks beside the nose: skin in both frames, whatever the jaw does), so lighting
-    # cannot draw an edge
+    # cannot draw an edge: the median difference of the aligned pixels, which a nostril's
+    # shadow or a strand of hair entering the thin ring on a moving head does not shift
+    # (a mean did, and the mouth flickered from frame to frame)
     ring = cv2.dilate(region, disk) - region
     face = np.zeros_like(region)
     cv2.fillConvexPoly(face, np.round(cv2.convexHull(target_points[FACE_OUTLINE].astype(np.float32))[:, 0] - (x1, y1)).astype(np.int32), 1)
     ring &= cv2.erode(face, disk)
     ring[max(0, int(target_points[48:68, 1].min()) - y1) :] = 0
     if ring.sum() > 20:
-        offset = np.subtract(cv2.mean(patch, ring)[:3], cv2.mean(warped, ring)[:3])
+        on = ring.astype(bool)
+        offset = np.median(patch[on].astype(np.float32) - warped[on].astype(np.float32), axis=0).astype(np.float64)
         warped = cv2.add(warped, tuple(np.clip(offset, -MAX_COLOUR_SHIFT, MAX_COLOUR_SHIFT)) + (0,), dtype=cv2.CV_8U)
     if BLEND == "poisson" and region[1:-1, 1:-1].any():
         inner = np.zeros_like(region)

@@ -39,9 +39,12 @@ HOLD_COST_SPEECH = 0.5  # opening stds per frame a mouth is held while someone s
 CUT_HORIZON = 2  # frames over which a cut pays off (a stream seeing fewer charges it pro rata)
 BLOCK = 500  # frames decided per Viterbi pass over a long file (bounds memory) ...
 BLOCK_OVERLAP = 50  # ... of which the last ones are decided again with the next block
-# a cut between references is spread over these frames: the new mouth's share in each (the
-# first one already half: a crossing that started later would draw the new mouth late)
-CROSSING_SHARES = (0.5, 0.75)
+# a cut between references is spread over these frames: the new mouth's share in each, the
+# first `CROSSING_LEAD` of them before the frame the new mouth was chosen for, so that frame
+# shows it half drawn (neither early nor late) and no step is more than a quarter of the
+# change; a cut nobody saw coming (a stream with no look-ahead) starts after the lead
+CROSSING_SHARES = (0.25, 0.5, 0.75)
+CROSSING_LEAD = 1  # 0 or 1: `Crossings` sees one frame ahead
 
 
 class ReferencePicker:
@@ -63,6 +66,7 @@ class ReferencePicker:
         self.pose_unit = opening_std / self.pose_spread  # per unit of pose distance
         self.continues = np.r_[False, np.diff(self.bank) == 1]  # bank[n] is the recorded frame after bank[n - 1]
         self.previous: int | None = None  # bank position drawn last (`__call__`)
+        self.committed: int | None = None  # bank position the next frame cuts to (`__call__`)
 
     def project(self, shapes: np.ndarray) -> np.ndarray:
         """The coordinates references are matched in: the shape change along the basis
@@ -108,16 +112,24 @@ class ReferencePicker:
         """(T,) avatar frame numbers to take the mouths from (see `positions`)."""
         return self.bank[self.positions(shapes, poses, previous)]
 
-    def __call__(self, shapes: np.ndarray, poses: np.ndarray) -> int:
+    def __call__(self, shapes: np.ndarray, poses: np.ndarray) -> tuple[int, int | None]:
         """The avatar frame for the first of ``shapes`` (the frame being drawn, then the
-        look-ahead a stream has beyond it), continuing from the one drawn last. A cut pays
-        off over the frames it serves; with fewer than `CUT_HORIZON` frames in sight it is
-        charged for those alone, or a stream with no look-ahead would hold on to a mouth
-        the speech has left."""
-        switch_cost = self.switch_cost * min(1.0, len(shapes) / CUT_HORIZON)
-        position = int(self.positions(shapes, poses, self.previous, switch_cost)[0])
+        look-ahead a stream has beyond it), continuing from the one drawn last, and the
+        next frame's where the search cuts there (the picker then keeps to it, so a
+        crossing begun ahead of the cut arrives, `Crossings`). A cut pays off over the
+        frames it serves; with fewer than `CUT_HORIZON` frames in sight it is charged for
+        those alone, or a stream with no look-ahead would hold on to a mouth the speech
+        has left."""
+        if self.committed is not None:
+            position, self.committed = self.committed, None
+        else:
+            switch_cost = self.switch_cost * min(1.0, len(shapes) / CUT_HORIZON)
+            path = self.positions(shapes, poses, self.previous, switch_cost)
+            position = int(path[0])
+            if len(path) > 1 and self.bank[path[1]] - self.bank[position] not in (0, 1):
+                self.committed = int(path[1])
         self.previous = position
-        return int(self.bank[position])
+        return int(self.bank[position]), None if self.committed is None else int(self.bank[self.committed])
 
     def _viterbi(self, costs: np.ndarray, holding: np.ndarray, previous: int | None, switch_cost: float) -> np.ndarray:
         steps, size = costs.shape
@@ -159,8 +171,9 @@ class Crossings:
     """Turns the chosen references, one frame at a time, into what is drawn: (reference,
     the reference it comes from, share of the new one). Where a reference is not the
     recorded frame after the one before (nor the same), the old mouth goes on along the
-    recording while it morphs into the new one over the frames of `CROSSING_SHARES`, so no frame
-    cuts from one mouth to another."""
+    recording while it morphs into the new one over the frames of `CROSSING_SHARES`, so no
+    frame cuts from one mouth to another. Told the next frame's reference (``following``),
+    a crossing starts `CROSSING_LEAD` frame early."""
 
     def __init__(self, bank: np.ndarray):
         self.last = int(bank.max())
@@ -168,9 +181,12 @@ class Crossings:
         self.old: int | None = None  # the mouth being left: where it has got to along the recording
         self.step = len(CROSSING_SHARES)  # frames into the current crossing (all of them: none running)
 
-    def __call__(self, reference: int) -> tuple[int, int, float]:
+    def __call__(self, reference: int, following: int | None = None) -> tuple[int, int, float]:
         if self.drawn is not None and reference - self.drawn not in (0, 1):
-            self.old, self.step = self.drawn, 0
+            self.old, self.step = self.drawn, CROSSING_LEAD  # a cut not begun ahead of it: from its middle
+        elif CROSSING_LEAD and self.step >= len(CROSSING_SHARES) and following is not None and following - reference not in (0, 1):
+            self.old, self.step = reference - 1, 0  # the next frame cuts: this one already leaves `reference` ...
+            reference = following  # ... for the mouth chosen for the next (its recorded run before it may be speaking)
         self.drawn = reference
         if self.step >= len(CROSSING_SHARES):
             return reference, reference, 1.0
@@ -180,4 +196,5 @@ class Crossings:
 
     def plan(self, references: np.ndarray) -> np.ndarray:
         """(T, 3) float rows of (reference, from reference, share) for a whole sequence."""
-        return np.array([self(int(r)) for r in references], np.float64).reshape(-1, 3)
+        following = [*map(int, references[1:]), None]
+        return np.array([self(int(r), f) for r, f in zip(references, following)], np.float64).reshape(-1, 3)

@@ -74,7 +74,7 @@ class MouthReferences:
         ``source``, with the shapes ``ahead`` of it (their targets are taken to be posed as
         ``source``: the head moves little within the look-ahead)."""
         shapes = np.stack([shape, *ahead[:PICK_LOOKAHEAD_FRAMES]])
-        return np.array(self.crossings(self.pick(shapes, np.repeat(self.poses[source][None], len(shapes), axis=0))), np.float64)
+        return np.array(self.crossings(*self.pick(shapes, np.repeat(self.poses[source][None], len(shapes), axis=0))), np.float64)
 
 
 class AudioWindows:

@@ -11,7 +11,7 @@ from synctalk2d.face.crop import crop_face
 from synctalk2d.face.lip_shape import aperture, crop_coordinates, lip_shapes
 from synctalk2d.inference.generator import MouthGenerator
 from synctalk2d.inference.lipsync import LipSync
-from synctalk2d.inference.picker import CROSSING_SHARES, Crossings, ReferencePicker
+from synctalk2d.inference.picker import CROSSING_LEAD, CROSSING_SHARES, Crossings, ReferencePicker
 
 pytestmark = pytest.mark.slow
 
@@ -70,15 +70,45 @@ def test_a_cut_between_unrelated_mouths_is_spread_over_frames(lipsync, mouth_ava
     crossed = changes(Crossings(lipsync.mouth.bank).plan(references))
     at = 2  # the change from frame 2 to 3
     assert cut[at] > 2 * np.median(cut)  # the cut is a jump
-    assert crossed[at : at + len(CROSSING_SHARES) + 1].max() < 0.75 * cut[at]
-    assert crossed[at : at + len(CROSSING_SHARES) + 1].sum() > 0.7 * cut[at]  # ... and the mouth still gets there
+    spread = crossed[at - CROSSING_LEAD : at - CROSSING_LEAD + len(CROSSING_SHARES) + 1]
+    assert spread.max() < 0.5 * cut[at], (spread, cut[at])
+    assert spread.sum() > 0.7 * cut[at]  # ... and the mouth still gets there
 
 
-def test_crossings_follow_the_recording_and_restart_on_a_new_cut():
-    crossings = Crossings(np.arange(100))
-    rows = crossings.plan(np.array([10, 11, 50, 51, 52, 53, 80]))
-    assert rows[:2].tolist() == [[10, 10, 1.0], [11, 11, 1.0]]
-    assert rows[2].tolist() == [50, 12, CROSSING_SHARES[0]]  # the old mouth goes on along the recording
-    assert rows[3].tolist() == [51, 13, CROSSING_SHARES[1]]
+def test_crossings_follow_the_recording_and_are_half_way_on_the_cut():
+    """A file's crossing starts a frame before its cut and shows the new mouth half drawn
+    on the frame it was chosen for; the old mouth goes on along the recording meanwhile."""
+    rows = Crossings(np.arange(100)).plan(np.array([10, 11, 50, 51, 52, 53, 80, 81]))
+    assert rows[0].tolist() == [10, 10, 1.0]
+    assert rows[1:4].tolist() == [[50, 11, 0.25], [50, 12, 0.5], [51, 13, 0.75]]
     assert rows[4].tolist() == [52, 52, 1.0]
-    assert rows[6].tolist() == [80, 54, CROSSING_SHARES[0]]
+    assert rows[5:7].tolist() == [[80, 53, 0.25], [80, 54, 0.5]]
+    assert CROSSING_SHARES[CROSSING_LEAD] == 0.5
+
+
+def test_a_cut_nobody_saw_coming_starts_half_way():
+    """A live stream with no look-ahead learns of a cut on its frame: the crossing then
+    starts from its middle, as the new mouth is due now."""
+    crossings = Crossings(np.arange(100))
+    assert crossings(10) == (10, 10, 1.0)
+    assert crossings(50) == (50, 11, 0.5) and crossings(51) == (51, 12, 0.75) and crossings(52) == (52, 52, 1.0)
+
+
+def test_a_stream_keeps_to_a_cut_its_look_ahead_planned(lipsync):
+    """Where the search over a stream's look-ahead cuts on the next frame, the crossing
+    starts now, and the next frame gets that reference whatever the next search says."""
+    mouth = lipsync.mouth
+    shapes = lip_shapes(mouth.landmarks, mouth.avatar.boxes())[mouth.bank]
+    order = np.argsort(aperture(shapes))
+    closed, wide = shapes[order[0]], shapes[order[-1]]
+    picker, crossings = mouth.picker(), Crossings(mouth.bank)
+    poses = np.repeat(mouth.poses[:1], 6, axis=0)
+    first, following = picker(np.stack([closed] * 6), poses)
+    assert following is None  # nothing to cut to
+    frame, following = picker(np.stack([closed] + [wide] * 5), poses)  # the mouth opens wide on the next frame
+    assert following is not None and following - frame not in (0, 1)
+    row = crossings(first)
+    row = crossings(frame, following)
+    assert row == (following, frame, CROSSING_SHARES[0])
+    frame, _ = picker(np.stack([closed] * 6), poses)  # the speech changed its mind: the cut goes on
+    assert frame == following and crossings(frame)[2] == CROSSING_SHARES[1]
