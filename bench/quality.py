@@ -26,8 +26,10 @@ best lags and r at a recording's found delay are diagnostics beside it.
    avatars' landmark model run on the rendered and the real tail: the rendered r and its
    best lag on every clip, and how its lips move (`evaluate.Motion`: jumps, 95th-percentile
    change and seams against the clip's whole recording, beside the unchanged frames' and
-   the real tail's), summarised over all clips and for the heads that move most
-   (``--strips DIR``: PNG strips of 30 consecutive mouths). The shipped prior is scored on
+   the real tail's, and where the jumps fall: on crossings or elsewhere), summarised over
+   all clips and for the heads that move most (``--strips DIR``: PNG strips of 30
+   consecutive mouths). ``release_calibration``: the wanted and picked r for several
+   lengths of the lips' release into rest after speech. The shipped prior is scored on
    ``mouth-eval-research/`` (research-only footage it never saw) beside it.
 2. ``rendered``: for speaker_20s and mimictalk_german_20s, the default
    ``synctalk2d train --minutes M --holdout-seconds 5`` with a prior that never saw that
