@@ -49,6 +49,13 @@ def aperture(shapes: np.ndarray) -> np.ndarray:
     return np.mean(gaps, axis=0)
 
 
+def signed_aperture(shapes: np.ndarray) -> np.ndarray:
+    """Inner-lip opening of (..., 40) shapes with its sign: negative where the lips of a
+    scaled or blended shape cross. Linear in the shape, so it can be solved for."""
+    points = shapes.reshape(*shapes.shape[:-1], NUM_LIP_POINTS, 2)
+    return np.mean([points[..., b, 1] - points[..., a, 1] for a, b in INNER_LIP_PAIRS], axis=0)
+
+
 def width(shapes: np.ndarray) -> np.ndarray:
     """Mouth width (corner to corner) of (..., 40) shapes."""
     points = shapes.reshape(*shapes.shape[:-1], NUM_LIP_POINTS, 2)

@@ -25,7 +25,7 @@ import torch
 from synctalk2d.audio.speech_features import SpeechFeatureStream
 from synctalk2d.audio.vad import LEAD_FRAMES, VoiceActivity, with_lead
 from synctalk2d.face.crop import ALIGN_POINTS, alignment
-from synctalk2d.face.lip_shape import LIPS, levelled, lip_shapes
+from synctalk2d.face.lip_shape import LIPS, levelled, lip_shapes, signed_aperture
 from synctalk2d.inference.picker import Crossings, ReferencePicker
 from synctalk2d.models.checkpoint import load_avatar_mouth
 from synctalk2d.models.mouth import predict_shapes
@@ -39,7 +39,7 @@ FEATHER = 0.03  # of the face's crop-box side: the blur that fades it into the t
 BLEND = "feather"  # how the pasted region meets the target: a feathered, colour-matched edge, or "poisson" (cv2.seamlessClone)
 MAX_COLOUR_SHIFT = 16.0  # grey levels: a larger mismatch is content, not lighting
 SMOOTHING = (0.25, 0.75)  # the previous and this frame's shape: no look-ahead, for live streams
-RELEASE_FRAMES = 8  # after speech the predicted lips ease into the rest shape over these frames
+RELEASE_FRAMES = 16  # after speech the predicted lips ease into the rest shape over these frames
 
 
 class MouthConditioning:
@@ -136,31 +136,39 @@ def amplify(shapes: np.ndarray, mean_shape: np.ndarray, gain: float) -> np.ndarr
 
 @dataclass(frozen=True)
 class Settled:
-    """Where settling stands after a frame: its shape before smoothing and how many frames
-    no one has spoken (what the next chunk of a stream starts from)."""
+    """Where settling stands after a frame: its shape before smoothing, how many frames no
+    one has spoken, and how far above the rest shape's the last spoken frame opened the
+    lips (what the next chunk of a stream starts from)."""
 
     shape: np.ndarray | None = None
     quiet_for: int = 1 << 30  # an utterance starts at rest, as after a long silence
+    spoken_opening: float = 0.0
 
 
 def settle(shapes: np.ndarray, speaking: np.ndarray, rest_shape: np.ndarray, before: Settled = Settled()) -> tuple[np.ndarray, Settled]:
     """Predicted (n, 40) shapes as rendering wants them: the rest shape where no one has
     spoken for more than `RELEASE_FRAMES` frames, the prediction eased towards it over the
     frames between (the lips close after a word as the model expects them to, not at
-    once), then each blended with the frame before (`SMOOTHING`). ``before`` is where the
-    frame before the first left off; the second value returned is for the frame after the
-    last."""
-    quiet = np.empty(len(shapes), np.int64)
-    quiet_for = before.quiet_for
+    once), then each blended with the frame before (`SMOOTHING`). A release never opens the
+    lips wider than the last spoken frame had them: after a burst of sound the rule took for
+    speech (a musical note's attack), the model's reading of the rest of the note would
+    open the mouth. ``before`` is where the frame before the first left off; the second
+    value returned is for the frame after the last."""
+    if not len(shapes):
+        return shapes.astype(np.float32), before
+    above_rest = signed_aperture(shapes) - signed_aperture(rest_shape)  # how far each prediction opens the lips beyond rest
+    share = np.empty(len(shapes), np.float32)  # of the prediction
+    quiet_for, spoken_opening = before.quiet_for, before.spoken_opening
     for k, speaks in enumerate(speaking):
         quiet_for = 0 if speaks else quiet_for + 1
-        quiet[k] = quiet_for
-    share = np.clip(1.0 - quiet / (RELEASE_FRAMES + 1), 0.0, 1.0)[:, None]  # of the prediction
-    shapes = (rest_shape + share * (shapes - rest_shape)).astype(np.float32)
-    if not len(shapes):
-        return shapes, before
+        share[k] = np.clip(1.0 - quiet_for / (RELEASE_FRAMES + 1), 0.0, 1.0)
+        if speaks:
+            spoken_opening = float(above_rest[k])
+        elif above_rest[k] > max(spoken_opening, 0.0):
+            share[k] = min(share[k], max(spoken_opening, 0.0) / above_rest[k])
+    shapes = (rest_shape + share[:, None] * (shapes - rest_shape)).astype(np.float32)
     earlier = np.concatenate([shapes[:1] if before.shape is None else before.shape[None], shapes[:-1]])
-    return (SMOOTHING[0] * earlier + SMOOTHING[1] * shapes).astype(np.float32), Settled(shapes[-1], quiet_for)
+    return (SMOOTHING[0] * earlier + SMOOTHING[1] * shapes).astype(np.float32), Settled(shapes[-1], quiet_for, spoken_opening)
 
 
 def mouth_region(points: np.ndarray) -> np.ndarray:

@@ -30,12 +30,12 @@ import torch
 
 from synctalk2d.models.mouth import MouthModel
 
-OPENING_WEIGHT = 2.0  # in matching references, the opening counts twice as much as width and the rest
+OPENING_WEIGHT = 2.5  # in matching references, the opening counts 2.5 times as much as width and the rest
 # a head pose as far from the target's as the avatar's typical spread costs this many opening
 # stds (more than proportionally beyond it): in silence (one mouth held over a moving head) and in speech
 POSE_WEIGHT, POSE_WEIGHT_SPEECH = 0.7, 0.35
-SWITCH_COST = 4.0  # opening stds: what a cut to a reference other than the next recorded frame costs
-HOLD_COST_SPEECH = 0.5  # opening stds per frame a mouth is held while someone speaks (a held mouth mumbles)
+SWITCH_COST = 5.0  # opening stds: what a cut to a reference other than the next recorded frame costs
+HOLD_COST_SPEECH = 0.25  # opening stds per frame a mouth is held while someone speaks (a held mouth mumbles)
 CUT_HORIZON = 2  # frames over which a cut pays off (a stream seeing fewer charges it pro rata)
 BLOCK = 500  # frames decided per Viterbi pass over a long file (bounds memory) ...
 BLOCK_OVERLAP = 50  # ... of which the last ones are decided again with the next block

@@ -60,6 +60,25 @@ def test_lips_ease_into_rest_after_speech():
     assert np.all(np.diff(release) < 0) and release[0] == 1.0 and release[-1] == 0.0, release
 
 
+def test_release_never_opens_the_mouth_wider_than_the_last_spoken_frame(mouth_avatar):
+    """Sound after a burst the rule took for speech (a note's attack) may read to the model
+    as an open mouth: the release closes the lips from where speech left them, it does not
+    open them; a prediction that closes is eased into rest as before."""
+    shapes = lip_shapes(mouth_avatar.landmarks(), mouth_avatar.boxes())
+    order = np.argsort(aperture(shapes))
+    rest, half, wide = shapes[order[0]], shapes[order[len(order) // 2]], shapes[order[-1]]
+    speaking = np.r_[np.zeros(5, bool), np.ones(4, bool), np.zeros(RELEASE_FRAMES + 6, bool)]
+    predicted = np.stack([rest] * 5 + [half] * 4 + [wide] * (RELEASE_FRAMES + 6))
+    settled, _ = settle(predicted, speaking, rest)
+    after = aperture(settled[9:])
+    assert after.max() <= aperture(half) + 1e-6 and np.all(np.diff(after) <= 1e-6) and after[-1] == pytest.approx(aperture(rest), abs=1e-6)
+    closing = np.stack([rest] * 5 + [wide] * 4 + [half] * (RELEASE_FRAMES + 6))
+    settled, _ = settle(closing, speaking, rest)
+    quiet = np.r_[np.full(5, 1 << 30), np.zeros(4), np.arange(1, RELEASE_FRAMES + 7)]
+    eased = rest + np.clip(1 - quiet / (RELEASE_FRAMES + 1), 0, 1)[:, None] * (closing - rest)
+    np.testing.assert_allclose(settled[1:], 0.25 * eased[:-1] + 0.75 * eased[1:], atol=1e-6)
+
+
 def test_picked_mouth_opens_when_the_wanted_shape_opens(lipsync, mouth_avatar):
     shapes = lip_shapes(mouth_avatar.landmarks(), mouth_avatar.boxes())[lipsync.mouth.bank]
     order = np.argsort(aperture(shapes))
