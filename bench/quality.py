@@ -358,7 +358,7 @@ def score_mouth_model(clips: list[Clip], workdir: Path, render: bool = True) -> 
             # picker's references from the head as the bank; their real opening against the tail's
             rest = rest_shape_of(head)
             gain = motion_gain(chosen.model, head, mean)
-            predicted = amplify(predict_shapes(chosen.model, tail.windows, mean), mean, gain)
+            predicted = amplify(predict_shapes(chosen.model, tail.windows, mean), mean, mouth_module.MOTION_REACH * gain)
             wanted, _ = settle(predicted, tail.speech, rest)
             cut = int(len(clip.shapes) * ADAPT_SHARE)
             bank = np.arange(cut)
@@ -606,6 +606,7 @@ def main() -> None:
     parser.add_argument("--pose-weight-speech", type=float, help="the picker's head-pose weight in speech instead of the shipped one")
     parser.add_argument("--crossing-shares", type=float, nargs="*", help="the new mouth's share in each frame of a crossing instead of the shipped ones")
     parser.add_argument("--release-frames", type=int, help="frames over which the lips ease into the rest shape after speech instead of the shipped number")
+    parser.add_argument("--motion-reach", type=float, help="how far the wanted movement reaches beyond the avatar's own instead of the shipped factor")
     parser.add_argument("--opening-weight", type=float, help="the opening's weight among the lip coefficients in picking instead of the shipped one")
     parser.add_argument("--crossing-lead", type=int, choices=[0, 1], help="frames of a crossing before its cut instead of the shipped number")
     parser.add_argument("--blend", choices=["feather", "poisson"], help="how the paste meets the frame instead of the shipped way")
@@ -622,6 +623,8 @@ def main() -> None:
         mouth_module.BLEND = args.blend
     if args.release_frames is not None:
         mouth_module.RELEASE_FRAMES = args.release_frames
+    if args.motion_reach is not None:
+        mouth_module.MOTION_REACH = args.motion_reach
     if args.crossing_shares:
         picker_module.CROSSING_SHARES = tuple(args.crossing_shares)
     if args.opening_weight is not None:

@@ -2,7 +2,8 @@
 
 1. `MouthStream`: the avatar's mouth model turns speech into a lip shape per frame as the
    audio arrives (a file is streamed in one go, so files and live streams agree), scaled
-   to move as much as the avatar's own mouth does (`amplify`); frames the voice-activity
+   to move as much as the avatar's own mouth does and a little more (`amplify`,
+   `MOTION_REACH`: what the picker draws moves less than it is asked); frames the voice-activity
    rule calls silent ease into the avatar's rest shape (`settle`), so pauses are still.
 2. `inference.picker`: which recorded frame lends its mouth to each output frame, chosen
    for the whole sequence (lips close to the wanted shape, head posed like the target,
@@ -38,8 +39,12 @@ DILATE = 0.02  # of the face's crop-box side: the pasted region reaches this far
 FEATHER = 0.03  # of the face's crop-box side: the blur that fades it into the target
 BLEND = "feather"  # how the pasted region meets the target: a feathered, colour-matched edge, or "poisson" (cv2.seamlessClone)
 MAX_COLOUR_SHIFT = 16.0  # grey levels: a larger mismatch is content, not lighting
-SMOOTHING = (0.25, 0.75)  # the previous and this frame's shape: no look-ahead, for live streams
+SMOOTHING = (0.15, 0.85)  # the previous and this frame's shape: no look-ahead, for live streams (more of the previous delays the lips)
 RELEASE_FRAMES = 16  # after speech the predicted lips ease into the rest shape over these frames
+# the wanted movement reaches this far beyond the avatar's own (its motion gain): the picker,
+# held back by what cuts and head poses cost, draws a mouth that moves less than it is asked
+# to, so asked for exactly the avatar's movement it mumbles (`bench/quality.py`: movement ÷ real)
+MOTION_REACH = 1.15
 
 
 class MouthConditioning:
@@ -112,7 +117,7 @@ class MouthStream:
         first, windows = self.features.take()
         c = self.conditioning
         with torch.inference_mode():
-            shapes = amplify(predict_shapes(c.model, windows, c.mean_shape), c.mean_shape, c.gain)
+            shapes = amplify(predict_shapes(c.model, windows, c.mean_shape), c.mean_shape, MOTION_REACH * c.gain)
         settled, self.settled = settle(shapes, self._speaking(first, len(shapes)), c.rest_shape, self.settled)
         return first, settled
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from synctalk2d.audio.vad import voice_activity
 from synctalk2d.face.lip_shape import aperture, lip_shapes
 from synctalk2d.inference.lipsync import LipSync
-from synctalk2d.inference.mouth import RELEASE_FRAMES, Settled, face_poses, paste_mouth, settle
+from synctalk2d.inference.mouth import RELEASE_FRAMES, SMOOTHING, Settled, face_poses, paste_mouth, settle
 from synctalk2d.media.audio import load_audio
 from tests.conftest import fixture_path
 
@@ -76,7 +77,7 @@ def test_release_never_opens_the_mouth_wider_than_the_last_spoken_frame(mouth_av
     settled, _ = settle(closing, speaking, rest)
     quiet = np.r_[np.full(5, 1 << 30), np.zeros(4), np.arange(1, RELEASE_FRAMES + 7)]
     eased = rest + np.clip(1 - quiet / (RELEASE_FRAMES + 1), 0, 1)[:, None] * (closing - rest)
-    np.testing.assert_allclose(settled[1:], 0.25 * eased[:-1] + 0.75 * eased[1:], atol=1e-6)
+    np.testing.assert_allclose(settled[1:], SMOOTHING[0] * eased[:-1] + SMOOTHING[1] * eased[1:], atol=1e-6)
 
 
 def test_picked_mouth_opens_when_the_wanted_shape_opens(lipsync, mouth_avatar):
@@ -89,6 +90,22 @@ def test_picked_mouth_opens_when_the_wanted_shape_opens(lipsync, mouth_avatar):
         picks[name] = pick(wanted[None], lipsync.mouth.poses[:1])[0]
     all_shapes = lip_shapes(mouth_avatar.landmarks(), mouth_avatar.boxes())
     assert aperture(all_shapes[picks["wide"]]) > aperture(all_shapes[picks["closed"]]) + 0.5 * (aperture(wide) - aperture(closed))
+
+
+def test_drawn_mouth_moves_as_much_as_the_avatars_own_while_speaking(lipsync, mouth_avatar):
+    """Someone else's speech drawn on the avatar: the picked mouths open and close about as
+    much as the avatar's own did while it spoke, not a mumble (a picker asked for exactly
+    the avatar's movement draws less of it)."""
+    speech, _ = load_audio(fixture_path("speech_44k.wav"))
+    speech = speech[: 8 * 16000]
+    shapes = lipsync.audio_features(speech)
+    bank = lipsync.mouth.bank
+    references = np.concatenate([refs for _, refs in lipsync.chunks(shapes, np.arange(len(shapes)) % len(bank))])[:, 0].astype(int)
+    openings = aperture(lip_shapes(mouth_avatar.landmarks(), mouth_avatar.boxes()))
+    own, _ = load_audio(mouth_avatar.audio_path)
+    own_speaking = voice_activity(own, len(openings))[bank]
+    drawn = openings[references][voice_activity(speech, len(shapes))].std() / openings[bank][own_speaking].std()
+    assert 0.9 < drawn < 1.3, drawn
 
 
 def test_head_pose_ignores_what_the_paste_aligns_and_sees_a_turn(mouth_avatar):
