@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup browser redis lint test demo bench clean
+.PHONY: setup browser redis lint test docs figures demo bench clean
 
 setup: $(STAMP)
 
@@ -39,6 +39,16 @@ redis:
 
 test: $(STAMP) browser redis
 	$(PY) -m pytest -q
+
+# The documentation site (mkdocs.yml): the figures tables of the README and docs/ must match
+# docs/figures/, then a strict build, so a broken link, a missing page or figures file fails.
+docs: $(STAMP)
+	$(PY) scripts/figures.py --check
+	$(VENV)/bin/mkdocs build --strict
+
+# After a bench has rewritten its docs/figures/*.json: the tables of the README and docs/ from them.
+figures: $(STAMP)
+	$(PY) scripts/figures.py
 
 demo: $(STAMP)
 	$(VENV)/bin/synctalk2d demo

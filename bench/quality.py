@@ -2,7 +2,7 @@
 
     python bench/quality.py [--workdir DIR] [--minutes 30] [--landmarks mediapipe|dlib]
                             [--folds N] [--prior-only] [--skip-render] [--skip-mouth]
-                            [--tails-only] [--clips NAME...] [--strips DIR] [picker variants, see --help]
+                            [--tails-only] [--clips NAME...] [--strips DIR] [picker and paste variants, see --help]
 
 Every opening r is Pearson's r of the mouth opening **at lag 0** against the real frames;
 best lags and r at a recording's found delay are diagnostics beside it.
@@ -610,6 +610,7 @@ def main() -> None:
     parser.add_argument("--opening-weight", type=float, help="the opening's weight among the lip coefficients in picking instead of the shipped one")
     parser.add_argument("--crossing-lead", type=int, choices=[0, 1], help="frames of a crossing before its cut instead of the shipped number")
     parser.add_argument("--blend", choices=["feather", "poisson"], help="how the paste meets the frame instead of the shipped way")
+    parser.add_argument("--paste", choices=["warp", "region"], help="what of the chosen frame is drawn (inference.mouth.PASTE) instead of the shipped way")
     parser.add_argument("--no-crossings", action="store_true", help="cut between references instead of morphing over a few frames")
     parser.add_argument("--strips", type=Path, help="save PNG strips of 30 consecutive rendered-over-real mouths (head turn, fast syllables) here")
     parser.add_argument(
@@ -621,6 +622,8 @@ def main() -> None:
     POSE_WEIGHT_SPEECH, HOLD_COST_SPEECH = args.pose_weight_speech, args.hold_cost_speech
     if args.blend:
         mouth_module.BLEND = args.blend
+    if args.paste:
+        mouth_module.PASTE = args.paste
     if args.release_frames is not None:
         mouth_module.RELEASE_FRAMES = args.release_frames
     if args.motion_reach is not None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import typer
 
+from synctalk2d import __version__
 from synctalk2d.errors import UserError
 from synctalk2d.progress import console
 
@@ -33,8 +34,16 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"synctalk2d {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main() -> None:
+def main(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+) -> None:
     """SyncTalk_2D lip-sync: preprocess a video into an avatar, train it, make it speak."""
 
 
@@ -205,7 +214,7 @@ def infer(
     device: str = DeviceOption,
     debug: bool = DebugOption,
 ) -> None:
-    """Make the avatar say AUDIO: a lip-synced MP4 at the avatar's size and 25 fps."""
+    """Make the avatar say AUDIO: a lip-synced MP4 at the avatar's size and 25 fps. A killed render resumes when run again with the same arguments."""
     from synctalk2d.inference.lipsync import LipSync
     from synctalk2d.inference.offline import render, render_folder
 
@@ -224,7 +233,8 @@ def infer(
             _fail(f"{len(failed)} of {len(done) + len(failed)} files failed")
         return
     summary = render(lipsync, audio, output, **options)
-    console.print(f"[green]wrote[/green] {summary.output}: {summary.frames} frames in {summary.seconds:.1f} s ({summary.fps:.1f} frames/s)")
+    resumed = f", {summary.resumed_frames} of them rendered by an earlier run" if summary.resumed_frames else ""
+    console.print(f"[green]wrote[/green] {summary.output}: {summary.frames} frames{resumed} in {summary.seconds:.1f} s ({summary.fps:.1f} frames/s)")
 
 
 @command

@@ -1,4 +1,4 @@
-"""The README's command-options table lists exactly the options each command has."""
+"""The docs' command-options table lists exactly the options each command has."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import typer.main
 
 from synctalk2d.cli import app
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+COMMANDS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "commands" / "index.md"
 
 
 def cli_options() -> dict[str, set[str]]:
@@ -28,11 +28,11 @@ def cli_options() -> dict[str, set[str]]:
     return options
 
 
-def readme_options() -> dict[str, set[str]]:
-    section = README.read_text().split("## Command options", 1)[1].split("\n## ", 1)[0]
+def documented_options() -> dict[str, set[str]]:
+    section = COMMANDS_PAGE.read_text().split("## Command options", 1)[1].split("\n## ", 1)[0]
     rows = re.findall(r"^\| `([a-z-]+)` \| (.+) \|$", section, flags=re.M)
     return {command: set(re.findall(r"`([^`]+)`", cells)) for command, cells in rows}
 
 
-def test_readme_options_table_matches_the_cli():
-    assert readme_options() == cli_options()
+def test_documented_options_table_matches_the_cli():
+    assert documented_options() == cli_options()

@@ -82,23 +82,25 @@ class VoiceActivity:
 
     def __init__(self) -> None:
         self.probability = SpeechProbability()
-        self.chunks = np.zeros(0, np.float32)  # every chunk's probability so far
+        self.chunks = np.zeros(0, np.float32)  # the probability of every chunk from ...
+        self.chunks_start = 0  # ... this one on (earlier ones have decided all their frames)
         self.decided = 0  # frames decided
         self.speaking, self.quiet_for = False, 0
 
     def push(self, samples: np.ndarray) -> np.ndarray:
-        self.chunks = np.concatenate([self.chunks, self.probability(samples)])
-        return self._decide(final=False)
+        return self._decide(self.probability(samples), final=False)
 
     def finish(self) -> np.ndarray:
-        self.chunks = np.concatenate([self.chunks, self.probability.finish()])
-        return self._decide(final=True)
+        return self._decide(self.probability.finish(), final=True)
 
-    def _decide(self, final: bool) -> np.ndarray:
+    def _decide(self, probabilities: np.ndarray, final: bool) -> np.ndarray:
+        done = self.decided * SAMPLES_PER_FRAME // CHUNK  # the first chunk an undecided frame overlaps
+        self.chunks = np.concatenate([self.chunks[done - self.chunks_start :], probabilities])
+        self.chunks_start = done
         active = []
         while True:
-            first = self.decided * SAMPLES_PER_FRAME // CHUNK
-            last = ((self.decided + 1) * SAMPLES_PER_FRAME - 1) // CHUNK
+            first = self.decided * SAMPLES_PER_FRAME // CHUNK - self.chunks_start
+            last = ((self.decided + 1) * SAMPLES_PER_FRAME - 1) // CHUNK - self.chunks_start
             if last >= len(self.chunks) and not (final and first < len(self.chunks)):
                 break
             probability = float(self.chunks[first : last + 1].max())

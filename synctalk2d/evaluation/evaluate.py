@@ -33,6 +33,7 @@ from synctalk2d.audio.windows import feature_windows, to_model_window
 from synctalk2d.avatar import CROP_SIZE, FPS, SAMPLES_PER_FRAME
 from synctalk2d.errors import UserError
 from synctalk2d.evaluation import metrics
+from synctalk2d.evaluation.lower_face import LowerFace, coherence, foreign_area
 from synctalk2d.face.crop import crop_face, model_crop
 from synctalk2d.face.landmarks import LandmarkDetector, fill_missing, landmark_detector, smooth
 from synctalk2d.face.lip_shape import aperture, crop_coordinates
@@ -125,10 +126,16 @@ def evaluate(avatar_dir: str | Path, preview: str | Path | None = None, silence_
     motion = Motion(avatar)
     for name, clip in clips.items():
         speech[name] |= motion(*clip.arrays())
+    lower_face = LowerFace(real_landmarks)
+    real_changes = lower_face.changes(lower_face.faces(real_crops, real_landmarks))
+    drawn_on = clips["unchanged"].arrays()[1]  # the render's eyes and nose are these frames'
+    for name, clip in clips.items():
+        speech[name] |= coherence(lower_face, *clip.arrays(), real_changes, drawn_on if name == "generated" else None)
+    speech["generated"] |= foreign_area(lower_face, *clips["generated"].arrays(), *clips["unchanged"].arrays())
     regions = _mouth_regions(real_landmarks)
     speech["generated"]["audio_usage"] = metrics.mean_region_change(clips["generated"].arrays()[0], swapped, regions)
     speech["unchanged"]["audio_usage"] = 0.0  # the same frames whatever the audio
-    kept = {k: v for k, v in speech["real"].items() if k.startswith("sync") or k in ("mouth_sharpness", "mouth_movement", *MOTION_KEYS)}
+    kept = {k: v for k, v in speech["real"].items() if k.startswith("sync") or k in ("mouth_sharpness", "mouth_movement", *MOTION_KEYS, *LOWER_FACE_KEYS)}
     speech["real"] = kept | {"mouth_aperture_r": 1.0, "best_lag": 0}
     report = {
         "avatar": str(avatar.root),
@@ -151,6 +158,7 @@ def evaluate(avatar_dir: str | Path, preview: str | Path | None = None, silence_
 
 
 MOTION_KEYS = ("jump_rate", "change_p95_over_real", "seam_over_real")
+LOWER_FACE_KEYS = ("lower_face_jump_rate", "lower_face_p95_over_real")
 
 
 class Motion:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ from synctalk2d.device import pick_device
 from synctalk2d.errors import UserError
 from synctalk2d.face.crop import MOUTH_MASK_RECT, align_face, mask_lower_face, model_crop, model_inputs, model_points
 from synctalk2d.inference.generator import CompositorGenerator, FrameGenerator, MouthGenerator
-from synctalk2d.inference.mouth import MouthConditioning
+from synctalk2d.inference.mouth import MouthConditioning, ReferencePlan
 from synctalk2d.inference.runtime import UNetRunner, resolve
 from synctalk2d.media.audio import fit_length
 from synctalk2d.models.checkpoint import (
@@ -184,13 +185,60 @@ class LipSync:
         """Model-ready audio windows for output frames ``indices`` (the shared window rule)."""
         return to_model_window(feature_windows(features, indices), self.feature_type)
 
-    def chunks(self, features: np.ndarray, schedule: np.ndarray):
+    def chunks(self, features: np.ndarray, schedule: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(source frames, conditioning) per batch, for the generator's ``frames``."""
         if self.conditioning == "mouth":
-            references = self.mouth.references(features, schedule)  # chosen over the whole clip at once
-            for start in range(0, len(schedule), self.batch_size):
-                yield schedule[start : start + self.batch_size], references[start : start + self.batch_size]
+            plan = ReferencePlan(self.mouth, schedule)
+            yield from self._batches([plan.push(features), plan.finish()], schedule)
             return
         for start in range(0, len(schedule), self.batch_size):
             indices = np.arange(start, min(start + self.batch_size, len(schedule)))
             yield schedule[indices], self.audio_windows(features, indices)
+
+    def read_chunks(self, pieces: Iterable[np.ndarray], schedule: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """`chunks` of 16 kHz mono audio read in ``pieces`` (`media.audio.read_audio`), for
+        output frames drawn on ``schedule``, batch for batch the same. With mouth
+        conditioning the lip shapes and references are decided as the audio arrives, so a
+        file of any length renders in the memory of a few seconds of it; the audio
+        conditioning's feature models see the whole utterance at once (HuBERT and WeNet
+        attend over it), so there the audio and its features are held whole."""
+        wanted = len(schedule) * SAMPLES_PER_FRAME
+        audio = (piece[: max(0, wanted - start)] for piece, start in _with_offsets(pieces))
+        if self.conditioning != "mouth":
+            yield from self.chunks(self.audio_features(np.concatenate([np.zeros(0, np.float32), *audio])), schedule)
+            return
+        stream, plan = self.mouth.stream(), ReferencePlan(self.mouth, schedule)
+
+        def planned() -> Iterator[np.ndarray]:
+            for piece in audio:
+                stream.push(piece)
+                yield plan.push(stream.take()[1])
+            stream.end()  # pads the last frame with silence, as `audio_features` does
+            yield plan.push(stream.take()[1])
+            yield plan.finish()
+
+        yield from self._batches(planned(), schedule)
+
+    def _batches(self, rows: Iterable[np.ndarray], schedule: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Reference rows arriving in pieces, as (source frames, rows) batches of `batch_size`."""
+        waiting, start = [], 0
+        for piece in rows:
+            waiting.append(piece)
+            if sum(map(len, waiting)) < self.batch_size:
+                continue
+            ready = np.concatenate(waiting)
+            whole = len(ready) - len(ready) % self.batch_size
+            for k in range(0, whole, self.batch_size):
+                yield schedule[start + k : start + k + self.batch_size], ready[k : k + self.batch_size]
+            waiting, start = [ready[whole:]], start + whole
+        rest = np.concatenate(waiting) if waiting else np.zeros((0, 3))
+        if len(rest):
+            yield schedule[start : start + len(rest)], rest
+
+
+def _with_offsets(pieces: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, int]]:
+    """Each piece with the number of samples before it."""
+    start = 0
+    for piece in pieces:
+        yield piece, start
+        start += len(piece)

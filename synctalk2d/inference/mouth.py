@@ -8,15 +8,20 @@
 2. `inference.picker`: which recorded frame lends its mouth to each output frame, chosen
    for the whole sequence (lips close to the wanted shape, head posed like the target,
    few cuts between unrelated moments of the recording), and cuts spread over a few frames.
-3. `paste_mouth`: that frame's mouth and most of its chin (not its jaw line: the target
-   keeps its own outline), aligned to the target frame on the nose and upper face
-   contour, colour-matched and feathered in, warped from full frame to full frame in one
-   step. Every pixel of the mouth is a real pixel of the avatar: teeth and lips stay as
-   sharp as the recording.
+3. `paste_mouth`: one face. The target frame's own lower face is warped so that its lips
+   take the chosen mouth's outline and its chin follows (`warp_jaw_and_paste_lips`), then
+   only that frame's lips, teeth and the skin just around them are laid on, aligned to the
+   target on the nose and upper face contour, colour-matched and feathered in, warped from
+   full frame to full frame in one step: the cheeks, hair, shadows and jaw line are the
+   target's own on every frame, and every pixel of the mouth is a real pixel of the
+   avatar, as sharp as the recording. (`PASTE = "region"` pastes the mouth with most of
+   the chin instead, `paste_region`: on a turning head that carries the other moment's
+   hair and chin along; `bench/face_coherence.py` compares the two.)
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -27,7 +32,8 @@ from synctalk2d.audio.speech_features import SpeechFeatureStream
 from synctalk2d.audio.vad import LEAD_FRAMES, VoiceActivity, with_lead
 from synctalk2d.face.crop import ALIGN_POINTS, alignment
 from synctalk2d.face.lip_shape import LIPS, levelled, lip_shapes, signed_aperture
-from synctalk2d.inference.picker import Crossings, ReferencePicker
+from synctalk2d.face.warp import warp_region
+from synctalk2d.inference.picker import BlockPath, Crossings, ReferencePicker
 from synctalk2d.models.checkpoint import load_avatar_mouth
 from synctalk2d.models.mouth import predict_shapes
 
@@ -38,6 +44,14 @@ FACE_OUTLINE = list(range(0, 17)) + [27]  # jaw contour and the top of the nose
 DILATE = 0.02  # of the face's crop-box side: the pasted region reaches this far past the landmark hull
 FEATHER = 0.03  # of the face's crop-box side: the blur that fades it into the target
 BLEND = "feather"  # how the pasted region meets the target: a feathered, colour-matched edge, or "poisson" (cv2.seamlessClone)
+# what of the reference is drawn: "warp" moves the target's own jaw and chin to the chosen
+# mouth's opening and pastes only the lips and the skin just around them (the cheeks, jaw
+# line, hair and shadows stay the target's); "region" pastes the mouth and most of the chin
+PASTE = "warp"
+OUTER_LIPS = list(range(48, 60))
+LIP_MARGIN = 0.035  # of the face's crop-box side: skin around the lips pasted with them
+NECK_REACH = 0.3  # of the face's crop-box side: how far below the jaw the warp reaches (neck, collar) ...
+NECK_FOLLOW = 0.5  # ... and how much of the chin's move the skin just below the jaw takes
 MAX_COLOUR_SHIFT = 16.0  # grey levels: a larger mismatch is content, not lighting
 SMOOTHING = (0.15, 0.85)  # the previous and this frame's shape: no look-ahead, for live streams (more of the previous delays the lips)
 RELEASE_FRAMES = 16  # after speech the predicted lips ease into the rest shape over these frames
@@ -77,7 +91,36 @@ class MouthConditioning:
         """(T, 3) what `MouthGenerator` draws for wanted ``shapes`` on avatar frames
         ``targets``: per frame (reference, reference it crosses from, share of the new one),
         the references chosen over the whole sequence."""
-        return Crossings(self.bank).plan(self.picker().path(shapes, self.poses[targets]))
+        plan = ReferencePlan(self, targets)
+        return np.concatenate([plan.push(shapes), plan.finish()])
+
+
+class ReferencePlan:
+    """`MouthConditioning.references` for wanted shapes that arrive in pieces, with the
+    same result: the picker decides in blocks (`inference.picker.BlockPath`) and a crossing
+    waits for the reference after it, so a file of any length is planned in the memory of
+    one block. ``targets`` are the avatar frames of the whole sequence (small: one index
+    per frame)."""
+
+    def __init__(self, conditioning: MouthConditioning, targets: np.ndarray):
+        self.conditioning, self.targets = conditioning, np.asarray(targets)
+        self.received = 0  # shapes pushed so far
+        self.path = BlockPath(conditioning.picker())
+        self.crossings = Crossings(conditioning.bank)
+
+    def push(self, shapes: np.ndarray) -> np.ndarray:
+        """(n, 3) rows decided now that the next ``shapes`` have arrived (fewer than given:
+        the picker looks ahead)."""
+        targets = self.targets[self.received : self.received + len(shapes)]
+        if len(targets) < len(shapes):
+            raise ValueError(f"{self.received + len(shapes)} shapes for {len(self.targets)} target frames")
+        self.received += len(shapes)
+        positions = self.path.push(shapes, self.conditioning.poses[targets])
+        return self.crossings.push(self.conditioning.bank[positions])
+
+    def finish(self) -> np.ndarray:
+        """The rows of every frame not yet returned (the sequence has ended)."""
+        return np.concatenate([self.crossings.push(self.conditioning.bank[self.path.finish()]), self.crossings.finish()])
 
 
 def face_poses(landmarks: np.ndarray) -> np.ndarray:
@@ -98,7 +141,8 @@ class MouthStream:
         self.conditioning = conditioning
         self.features = SpeechFeatureStream(*conditioning.voice)
         self.activity = VoiceActivity()
-        self.active = np.zeros(0, bool)  # the rule's decision of every frame decided so far
+        self.active = np.zeros(0, bool)  # the rule's decision of the frames decided so far, from ...
+        self.active_start = 0  # ... this frame on (those before it are taken)
         self.samples_heard = 0  # samples passed to the rule
         self.settled = Settled()  # where the last frame left settling
 
@@ -125,13 +169,14 @@ class MouthStream:
         """Voice activity of frames ``first..first+count`` (`audio.vad.voice_activity`): the
         rule decides every frame whose audio has arrived, which reaches at least
         `LEAD_FRAMES` past the last frame ready (the features look 200 ms ahead)."""
-        samples = self.features.samples.view()
-        new = samples[self.samples_heard :]
-        self.samples_heard = len(samples)
-        decided = [self.active, self.activity.push(new)] + ([self.activity.finish()] if self.ended else [])
-        self.active = np.concatenate(decided)
-        assert self.ended or not count or len(self.active) >= first + count + LEAD_FRAMES, "the voice-activity lead reaches past the audio"
-        return with_lead(self.active[first:], count)
+        samples = self.features.samples
+        new = samples.since(self.samples_heard)
+        self.samples_heard = samples.total
+        decided = [self.active[first - self.active_start :], self.activity.push(new)] + ([self.activity.finish()] if self.ended else [])
+        samples.forget_before(self.samples_heard)
+        self.active, self.active_start = np.concatenate(decided), first
+        assert self.ended or not count or len(self.active) >= count + LEAD_FRAMES, "the voice-activity lead reaches past the audio"
+        return with_lead(self.active, count)
 
 
 def amplify(shapes: np.ndarray, mean_shape: np.ndarray, gain: float) -> np.ndarray:
@@ -186,12 +231,14 @@ def mouth_region(points: np.ndarray) -> np.ndarray:
 
 
 def paste_outline(points: np.ndarray, face_side: float) -> np.ndarray:
-    """Where a mouth pasted onto a frame with these 68 ``points`` fades into it: the outline
-    of `mouth_region` grown by `DILATE` (its own region; the reference's, aligned, adds to
-    it), the line along which a seam would show."""
-    hull = cv2.convexHull(mouth_region(points).astype(np.float32))[:, 0]
+    """Where a mouth drawn (`PASTE`) onto a frame with these 68 ``points`` fades into it, the
+    line along which a seam would show: the outer lips grown by `LIP_MARGIN` (the warp) or
+    `mouth_region` grown by `DILATE` (the region paste); the reference's outline, aligned,
+    adds to it."""
+    outline, grow = (points[OUTER_LIPS], LIP_MARGIN) if PASTE == "warp" else (mouth_region(points), DILATE)
+    hull = cv2.convexHull(outline.astype(np.float32))[:, 0]
     outward = hull - hull.mean(axis=0)
-    return hull + DILATE * face_side * outward / np.maximum(np.linalg.norm(outward, axis=1, keepdims=True), 1e-6)
+    return hull + grow * face_side * outward / np.maximum(np.linalg.norm(outward, axis=1, keepdims=True), 1e-6)
 
 
 def paste_mouth(
@@ -202,15 +249,80 @@ def paste_mouth(
     face_side: float,
     cross_from: tuple[np.ndarray, np.ndarray, float] | None = None,
 ) -> np.ndarray:
-    """Paste the mouth region of the ``reference`` frame onto the ``target`` frame (in place,
-    returned). Points are each frame's 68 landmarks in its own pixels; ``face_side`` is the
-    target's crop-box side, which sizes the feathering. ``cross_from`` (frame, its points,
-    share) is a mouth being left (`inference.picker.Crossings`): what is pasted is then
-    that mouth morphed ``share`` of the way into the reference's.
+    """Draw the ``reference`` frame's mouth on the ``target`` frame (in place, returned), as
+    `PASTE` says: `warp_jaw_and_paste_lips` or `paste_region`. Points are each frame's 68
+    landmarks in its own pixels; ``face_side`` is the target's crop-box side, which sizes
+    margins and feathering. ``cross_from`` (frame, its points, share) is a mouth being left
+    (`inference.picker.Crossings`): what is drawn is then that mouth morphed ``share`` of
+    the way into the reference's."""
+    paste = warp_jaw_and_paste_lips if PASTE == "warp" else paste_region
+    return paste(target, target_points, reference, reference_points, face_side, cross_from)
 
-    The reference is warped straight from its full frame onto the target frame, one
-    resampling, so the pasted mouth is as sharp as the recording; only the region's bounding
-    box is touched."""
+
+def warp_jaw_and_paste_lips(
+    target: np.ndarray,
+    target_points: np.ndarray,
+    reference: np.ndarray,
+    reference_points: np.ndarray,
+    face_side: float,
+    cross_from: tuple[np.ndarray, np.ndarray, float] | None = None,
+) -> np.ndarray:
+    """One face: the target's own lower face is warped (piecewise affine on its landmarks,
+    `face.warp`) so that its lips take the chosen mouth's outline and its chin and jaw
+    follow the lower lip (the more, the nearer the chin), with the skin below the jaw
+    following part of the way; then only the lips, teeth and a `LIP_MARGIN` of skin around
+    them are pasted from the reference, aligned on the upper face as `paste_region` does.
+    Hair, shadows, the jaw line and the light on the cheeks are the target's on every frame."""
+    sources = [(reference, reference_points)] + ([cross_from[:2]] if cross_from is not None else [])
+    matrices = [alignment(points, target_points) for _, points in sources]
+    if any(matrix is None for matrix in matrices):
+        return target
+    moved = [points @ matrix[:, :2].T + matrix[:, 2] for (_, points), matrix in zip(sources, matrices)]
+    share = cross_from[2] if cross_from is not None else 1.0
+    lips = moved[0][LIPS] if cross_from is None else share * moved[0][LIPS] + (1 - share) * moved[1][LIPS]
+    _warp_jaw(target, target_points, lips, face_side)
+    hull = cv2.convexHull(np.concatenate([m[OUTER_LIPS] for m in moved] + [lips[: len(OUTER_LIPS)]]).astype(np.float32))[:, 0]
+    grow, blur = max(1, round(LIP_MARGIN * face_side)), max(1, round(FEATHER * face_side / 2))
+    return _lay_in(target, hull, sources, matrices, share, grow, blur)
+
+
+def _warp_jaw(target: np.ndarray, points: np.ndarray, lips: np.ndarray, face_side: float) -> None:
+    """Warp ``target`` (in place) so its lips (``points[48:68]``) move to ``lips`` and its
+    chin and jaw follow the lower lip's move, tapering to nothing at the ears."""
+    drop = lips[57 - 48] - points[57]  # where the bottom of the lower lip goes
+    jaw = points[JAW].astype(np.float32)
+    follow = np.clip((jaw[:, 1] - points[2, 1]) / max(points[8, 1] - points[2, 1], 1.0), 0.0, 1.0)[:, None]
+    centre = points[LIPS].mean(axis=0)
+    outward = (jaw - centre) / np.maximum(np.linalg.norm(jaw - centre, axis=1, keepdims=True), 1e-6)
+    below = jaw + NECK_REACH * face_side * outward
+    fixed = points[[1, 15, 31, 32, 33, 34, 35]].astype(np.float32)  # the face contour beside the nose and the nose stay
+    movable = np.concatenate([jaw, below, points[OUTER_LIPS]]).astype(np.float32)
+    destination = np.concatenate([jaw + follow * drop, below + NECK_FOLLOW * follow * drop, lips[: len(OUTER_LIPS)]]).astype(np.float32)
+    everything = np.concatenate([fixed, movable, destination])
+    h, w = target.shape[:2]
+    margin = 0.1 * face_side
+    x1, y1 = np.floor(everything.min(axis=0) - margin).astype(int)
+    x2, y2 = np.ceil(everything.max(axis=0) + margin).astype(int)
+    x1, y1, x2, y2 = max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)
+    if x2 - x1 < 4 or y2 - y1 < 4:
+        return
+    middle = ((x1 + x2) / 2, (y1 + y2) / 2)
+    border = np.array([[x, y] for x in (x1, middle[0], x2 - 1) for y in (y1, middle[1], y2 - 1) if (x, y) != middle], np.float32)
+    source = np.concatenate([fixed, movable, border])
+    target[y1:y2, x1:x2] = warp_region(target, source, np.concatenate([fixed, destination, border]), (x1, y1, x2, y2))
+
+
+def paste_region(
+    target: np.ndarray,
+    target_points: np.ndarray,
+    reference: np.ndarray,
+    reference_points: np.ndarray,
+    face_side: float,
+    cross_from: tuple[np.ndarray, np.ndarray, float] | None = None,
+) -> np.ndarray:
+    """Paste the mouth region of the ``reference`` frame (mouth, chin and cheeks up to
+    `JAW_REACH` of the way to the jaw line) onto the ``target`` frame (in place, returned);
+    arguments as `paste_mouth`'s. The colour is matched on the cheeks beside the nose."""
     sources = [(reference, reference_points)] + ([cross_from[:2]] if cross_from is not None else [])
     matrices = [alignment(points, target_points) for _, points in sources]
     if any(matrix is None for matrix in matrices):
@@ -218,6 +330,38 @@ def paste_mouth(
     moved = [mouth_region(points) @ matrix[:, :2].T + matrix[:, 2] for (_, points), matrix in zip(sources, matrices)]
     hull = cv2.convexHull(np.concatenate([mouth_region(target_points), *moved]).astype(np.float32))[:, 0]
     grow, blur = max(1, round(DILATE * face_side)), max(1, round(FEATHER * face_side))
+
+    def cheeks_beside_the_nose(ring: np.ndarray, corner: tuple[int, int]) -> np.ndarray:
+        # the ring inside the face and above the mouth: skin in both frames, whatever the jaw does
+        face = np.zeros_like(ring)
+        cv2.fillConvexPoly(face, np.round(cv2.convexHull(target_points[FACE_OUTLINE].astype(np.float32))[:, 0] - corner).astype(np.int32), 1)
+        ring = ring & cv2.erode(face, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
+        ring[max(0, int(target_points[48:68, 1].min()) - corner[1]) :] = 0
+        return ring
+
+    share = cross_from[2] if cross_from is not None else 1.0
+    return _lay_in(target, hull, sources, matrices, share, grow, blur, cheeks_beside_the_nose)
+
+
+def _lay_in(
+    target: np.ndarray,
+    hull: np.ndarray,
+    sources: list[tuple[np.ndarray, np.ndarray]],
+    matrices: list[np.ndarray],
+    share: float,
+    grow: int,
+    blur: int,
+    ring_rule: Callable[[np.ndarray, tuple[int, int]], np.ndarray] | None = None,
+) -> np.ndarray:
+    """Lay the source frames (aligned onto the target by ``matrices``; a second one is a
+    mouth being left, morphed ``share`` of the way into the first) onto ``target`` (in
+    place, returned) inside ``hull`` grown by ``grow`` pixels, faded in over ``blur``.
+
+    Each source is warped straight from its full frame, one resampling, so the mouth is as
+    sharp as the recording; only the hull's bounding box is touched. The colour is matched
+    on a ring just outside the region (``ring_rule(ring, (x1, y1))`` may keep part of it):
+    the median difference of the aligned pixels, which a nostril's shadow or a strand of
+    hair entering the thin ring does not shift (a mean did, and the mouth flickered)."""
     h, w = target.shape[:2]
     x1, y1 = np.floor(hull.min(axis=0)).astype(int) - 2 * grow - 3 * blur
     x2, y2 = np.ceil(hull.max(axis=0)).astype(int) + 2 * grow + 3 * blur
@@ -229,22 +373,15 @@ def paste_mouth(
         shift = matrix.copy()
         shift[:, 2] -= (x1, y1)
         warped.append(cv2.warpAffine(frame, shift, (x2 - x1, y2 - y1), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
-    warped = morph(warped[1], warped[0], cross_from[2]) if cross_from is not None else warped[0]
+    warped = morph(warped[1], warped[0], share) if len(warped) > 1 else warped[0]
     region = np.zeros((y2 - y1, x2 - x1), np.uint8)
     cv2.fillConvexPoly(region, np.round(hull - (x1, y1)).astype(np.int32), 1)
     disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))
     region = cv2.dilate(region, disk)
     patch = target[y1:y2, x1:x2]
-    # match the colour on a ring around the region, inside the face and above the mouth
-    # (cheeks beside the nose: skin in both frames, whatever the jaw does), so lighting
-    # cannot draw an edge: the median difference of the aligned pixels, which a nostril's
-    # shadow or a strand of hair entering the thin ring on a moving head does not shift
-    # (a mean did, and the mouth flickered from frame to frame)
     ring = cv2.dilate(region, disk) - region
-    face = np.zeros_like(region)
-    cv2.fillConvexPoly(face, np.round(cv2.convexHull(target_points[FACE_OUTLINE].astype(np.float32))[:, 0] - (x1, y1)).astype(np.int32), 1)
-    ring &= cv2.erode(face, disk)
-    ring[max(0, int(target_points[48:68, 1].min()) - y1) :] = 0
+    if ring_rule is not None:
+        ring = ring_rule(ring, (x1, y1))
     if ring.sum() > 20:
         on = ring.astype(bool)
         offset = np.median(patch[on].astype(np.float32) - warped[on].astype(np.float32), axis=0).astype(np.float64)

@@ -95,18 +95,14 @@ class ReferencePicker:
         """(T,) bank positions of the cheapest path for the wanted ``shapes`` on targets
         posed ``poses``, starting after bank position ``previous`` (None: anywhere), a cut
         costing ``switch_cost`` (default: the picker's)."""
-        out = np.empty(len(shapes), np.int64)
-        start = 0
-        while start < len(shapes):
-            stop = min(start + BLOCK, len(shapes))
-            block = slice(start, stop)
-            resting = self.resting(shapes[block])
-            holding = np.where(resting, 0.0, self.hold_cost)
-            path = self._viterbi(self.costs(shapes[block], poses[block], resting), holding, previous, self.switch_cost if switch_cost is None else switch_cost)
-            keep = len(path) if stop == len(shapes) else len(path) - BLOCK_OVERLAP
-            out[start : start + keep] = path[:keep]
-            previous, start = int(path[keep - 1]), start + keep
-        return out
+        blocks = BlockPath(self, previous, switch_cost)
+        return np.concatenate([blocks.push(shapes, poses), blocks.finish()])
+
+    def block(self, shapes: np.ndarray, poses: np.ndarray, previous: int | None, switch_cost: float) -> np.ndarray:
+        """The cheapest path over one block of frames (see `positions`)."""
+        resting = self.resting(shapes)
+        holding = np.where(resting, 0.0, self.hold_cost)
+        return self._viterbi(self.costs(shapes, poses, resting), holding, previous, switch_cost)
 
     def path(self, shapes: np.ndarray, poses: np.ndarray, previous: int | None = None) -> np.ndarray:
         """(T,) avatar frame numbers to take the mouths from (see `positions`)."""
@@ -167,6 +163,40 @@ def distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(squared, 0))
 
 
+class BlockPath:
+    """`ReferencePicker.positions` for wanted shapes that arrive in pieces (a long file read
+    as it is rendered): a Viterbi pass over `BLOCK` frames decides all but its last
+    `BLOCK_OVERLAP`, which the next block decides again. A block is searched only once more
+    than `BLOCK` frames wait (or at `finish`), so the positions are the ones the whole
+    sequence given at once gets, and memory holds one block whatever the length."""
+
+    def __init__(self, picker: ReferencePicker, previous: int | None = None, switch_cost: float | None = None):
+        self.picker, self.previous = picker, previous
+        self.switch_cost = picker.switch_cost if switch_cost is None else switch_cost
+        self.shapes: np.ndarray | None = None  # waiting to be decided, with ...
+        self.poses: np.ndarray | None = None  # ... their targets' head poses
+
+    def push(self, shapes: np.ndarray, poses: np.ndarray) -> np.ndarray:
+        """Positions decided now that ``shapes`` (on targets posed ``poses``) have arrived."""
+        self.shapes = shapes if self.shapes is None else np.concatenate([self.shapes, shapes])
+        self.poses = poses if self.poses is None else np.concatenate([self.poses, poses])
+        decided = [np.zeros(0, np.int64)]
+        while len(self.shapes) > BLOCK:
+            decided.append(self._decide(BLOCK, BLOCK - BLOCK_OVERLAP))
+        return np.concatenate(decided)
+
+    def finish(self) -> np.ndarray:
+        """The positions of every frame still waiting (the sequence has ended)."""
+        waiting = 0 if self.shapes is None else len(self.shapes)
+        return self._decide(waiting, waiting) if waiting else np.zeros(0, np.int64)
+
+    def _decide(self, size: int, keep: int) -> np.ndarray:
+        path = self.picker.block(self.shapes[:size], self.poses[:size], self.previous, self.switch_cost)
+        self.previous = int(path[keep - 1])
+        self.shapes, self.poses = self.shapes[keep:], self.poses[keep:]
+        return path[:keep]
+
+
 class Crossings:
     """Turns the chosen references, one frame at a time, into what is drawn: (reference,
     the reference it comes from, share of the new one). Where a reference is not the
@@ -180,6 +210,7 @@ class Crossings:
         self.drawn: int | None = None  # the reference drawn last
         self.old: int | None = None  # the mouth being left: where it has got to along the recording
         self.step = len(CROSSING_SHARES)  # frames into the current crossing (all of them: none running)
+        self.waiting: int | None = None  # a reference given to `push` whose following one is not known yet
 
     def __call__(self, reference: int, following: int | None = None) -> tuple[int, int, float]:
         if self.drawn is not None and reference - self.drawn not in (0, 1):
@@ -196,5 +227,16 @@ class Crossings:
 
     def plan(self, references: np.ndarray) -> np.ndarray:
         """(T, 3) float rows of (reference, from reference, share) for a whole sequence."""
-        following = [*map(int, references[1:]), None]
-        return np.array([self(int(r), f) for r, f in zip(references, following)], np.float64).reshape(-1, 3)
+        return np.concatenate([self.push(references), self.finish()])
+
+    def push(self, references: np.ndarray) -> np.ndarray:
+        """`plan` for a sequence given in pieces: the rows of the references given so far
+        but the last, which waits for the one after it (or `finish`)."""
+        given = ([] if self.waiting is None else [self.waiting]) + [int(r) for r in references]
+        self.waiting = given[-1] if given else None
+        return np.array([self(r, f) for r, f in zip(given, given[1:])], np.float64).reshape(-1, 3)
+
+    def finish(self) -> np.ndarray:
+        """The row of the last reference given (the sequence has ended)."""
+        waiting, self.waiting = self.waiting, None
+        return np.array([] if waiting is None else [self(waiting, None)], np.float64).reshape(-1, 3)

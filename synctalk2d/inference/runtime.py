@@ -34,6 +34,7 @@ avatar's own frames, so every command that renders checks it at load.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import ctypes
 import logging
@@ -117,6 +118,15 @@ def keep_freed_memory() -> bool:
         return False
     m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8
     return all(mallopt(option, value) for option, value in ((m_mmap_threshold, 1 << 30), (m_trim_threshold, 1 << 30), (m_arena_max, 1)))
+
+
+def release_freed_memory() -> None:
+    """Hand the heap's free pages back to the system now (glibc's ``malloc_trim``; nothing
+    elsewhere). `keep_freed_memory` keeps them for the next frame, which is right inside a
+    loop of frames; between stretches of work that allocate differently (one video
+    encoder closed, the next opened) the kept pages fragment and the heap creeps up."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def export_onnx(unet: UNet, path: str | Path, opset: int = 17) -> Path:

@@ -3,13 +3,16 @@ temporary AVI, no separate muxing pass.
 
 The file is written under a hidden temporary name in the target directory and renamed on
 a successful close, so an interrupted render never leaves a half-written file that looks
-like output. Both tracks start at timestamp 0, so they are in sync. The audio is encoded
-whole up front (it is small); the muxer is told to hold its packets until video packets
-arrive, so the file is still interleaved (audio next to the video it goes with).
+like output. Both tracks start at timestamp 0, so they are in sync. `VideoWriter` encodes
+its audio whole up front (a clip's is small); the muxer is told to hold its packets until
+video packets arrive, so the file is still interleaved (audio next to the video it goes
+with). `join_videos` puts parts a long render wrote one by one into one file without
+re-encoding them, encoding the audio as it is read, a little ahead of the video.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
 
@@ -22,6 +25,40 @@ from synctalk2d.atomic import commit, temp_beside
 AAC_RATES = frozenset(av.codec.Codec("aac", "w").audio_rates)
 FALLBACK_RATE = 48000  # for input rates AAC cannot carry
 SMPTE170M, MPEG_RANGE = 6, 1  # BT.601 matrix and limited range: what cv2's RGB->I420 produces
+MUX_OPTIONS = {"movflags": "+faststart", "max_interleave_delta": "0"}
+AUDIO_AHEAD_SECONDS = 0.5  # `join_videos` encodes the audio this far ahead of the video it muxes
+
+
+class AudioTrack:
+    """An AAC track being added to ``container``: float32 samples (n, channels) at
+    ``sample_rate`` go in as they come (`add`), resampled to a rate AAC carries and cut into
+    the encoder's frames; `finish` flushes it."""
+
+    def __init__(self, container, layout: str, sample_rate: int):
+        self.container, self.layout, self.sample_rate = container, layout, sample_rate
+        rate = sample_rate if sample_rate in AAC_RATES else FALLBACK_RATE
+        self.stream = container.add_stream("aac", rate=rate)
+        self.stream.layout = layout
+        self.resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate, frame_size=self.stream.codec_context.frame_size)
+        self.samples = 0  # given so far, at ``sample_rate``
+
+    @property
+    def seconds(self) -> float:
+        return self.samples / self.sample_rate
+
+    def add(self, samples: np.ndarray) -> None:
+        if not len(samples):
+            return
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples.T), format="fltp", layout=self.layout)
+        frame.sample_rate, frame.pts = self.sample_rate, self.samples
+        self.samples += len(samples)
+        for chunk in self.resampler.resample(frame):
+            self.container.mux(self.stream.encode(chunk))
+
+    def finish(self) -> None:
+        for chunk in self.resampler.resample(None):
+            self.container.mux(self.stream.encode(chunk))
+        self.container.mux(self.stream.encode(None))
 
 
 class VideoWriter:
@@ -58,8 +95,7 @@ class VideoWriter:
         self._tmp = temp_beside(self.path)
         self._container = None
         try:
-            options = {"movflags": "+faststart", "max_interleave_delta": "0"}
-            self._container = av.open(self._tmp, "w", format="mp4", options=options)
+            self._container = av.open(self._tmp, "w", format="mp4", options=MUX_OPTIONS)
             self._video = self._container.add_stream("libx264", rate=fps)
             self._video.width, self._video.height = width + width % 2, height + height % 2
             self._video.pix_fmt = "yuv420p"
@@ -75,21 +111,10 @@ class VideoWriter:
             raise
 
     def _write_audio(self, samples: np.ndarray, sample_rate: int) -> None:
-        if samples.ndim == 1:
-            samples = samples[:, None]
-        if samples.ndim != 2 or samples.shape[1] not in (1, 2) or not len(samples):
-            raise ValueError(f"audio must be (n,) mono or (n, 2) stereo with n > 0, got shape {samples.shape}")
-        layout = "mono" if samples.shape[1] == 1 else "stereo"
-        rate = sample_rate if sample_rate in AAC_RATES else FALLBACK_RATE
-        stream = self._container.add_stream("aac", rate=rate)
-        stream.layout = layout
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples.T), format="fltp", layout=layout)
-        frame.sample_rate, frame.pts = sample_rate, 0
-        # the resampler also cuts the audio into the encoder's frame size (1024 samples)
-        resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate, frame_size=stream.codec_context.frame_size)
-        for chunk in [*resampler.resample(frame), *resampler.resample(None)]:
-            self._container.mux(stream.encode(chunk))
-        self._container.mux(stream.encode(None))
+        samples = _channels(samples)
+        track = AudioTrack(self._container, "mono" if samples.shape[1] == 1 else "stereo", sample_rate)
+        track.add(samples)
+        track.finish()
 
     def write(self, frame: np.ndarray) -> None:
         """Append one (height, width, 3) uint8 RGB frame."""
@@ -143,3 +168,53 @@ class VideoWriter:
             self.close()
         else:
             self.abort()
+
+
+def _channels(samples: np.ndarray) -> np.ndarray:
+    """``samples`` as (n, 1) mono or (n, 2) stereo float32, or a ValueError."""
+    samples = np.asarray(samples, np.float32)
+    if samples.ndim == 1:
+        samples = samples[:, None]
+    if samples.ndim != 2 or samples.shape[1] not in (1, 2) or not len(samples):
+        raise ValueError(f"audio must be (n,) mono or (n, 2) stereo with n > 0, got shape {samples.shape}")
+    return samples
+
+
+def join_videos(parts: list[Path], path: str | Path, audio: tuple[str, int, Iterable[np.ndarray]] | None = None) -> None:
+    """Write the H.264 MP4s ``parts`` (from `VideoWriter`, same size, rate and settings,
+    no audio) one after another into ``path``, without re-encoding, with ``audio`` (layout,
+    sample rate, pieces of (n, channels) float32: `media.audio.read_audio_track`) as its AAC
+    track, read as the video goes. Written to a temp file and renamed, as `VideoWriter` does."""
+    if not parts:
+        raise ValueError(f"no video to join into {path}")
+    tmp = temp_beside(path)
+    try:
+        with av.open(str(parts[0])) as first, av.open(tmp, "w", format="mp4", options=MUX_OPTIONS) as out:
+            video = out.add_stream_from_template(first.streams.video[0])
+            track = AudioTrack(out, audio[0], audio[1]) if audio else None
+            pieces = iter(audio[2]) if audio else iter(())
+            offset = 0.0  # seconds of video before the current part
+            for part in parts:
+                with av.open(str(part)) as source:
+                    stream = source.streams.video[0]
+                    base = stream.time_base
+                    shift = round(offset / base)
+                    for packet in source.demux(stream):
+                        if packet.dts is None:  # the demuxer's empty flush packet
+                            continue
+                        while track is not None and track.seconds < offset + float(packet.dts * base) + AUDIO_AHEAD_SECONDS:
+                            piece = next(pieces, None)
+                            if piece is None:
+                                break
+                            track.add(_channels(piece))
+                        packet.pts, packet.dts = packet.pts + shift, packet.dts + shift
+                        packet.stream = video
+                        out.mux(packet)
+                    offset += stream.frames / float(stream.average_rate)
+            if track is not None:
+                for piece in pieces:
+                    track.add(_channels(piece))
+                track.finish()
+        commit(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
