@@ -11,7 +11,7 @@ natural lead and teaches the model to draw mouths late.
 So `av_offset` calls a recording out of sync only on evidence: the best lag must lie inside
 the search range (a maximum at its edge is a sign of a spurious peak, not a measurement),
 agree within a frame on both halves of the recording, and beat lag 0 by `MIN_OFFSET_GAIN`
-(calibrated on the pool: the README has the figures). Everything else is taken as in sync.
+(calibrated on the pool: docs/quality.md has the figures). Everything else is taken as in sync.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 MAX_AV_OFFSET = 6  # frames (240 ms) either way searched; an offset of this size is not trusted
-MIN_OFFSET_GAIN = 0.1  # the opening r the best lag must add to lag 0's (calibrated on the pool, see the README)
+MIN_OFFSET_GAIN = 0.1  # the opening r the best lag must add to lag 0's (calibrated on the pool, see docs/quality.md)
 HALVES_AGREE = 1  # frames by which each half's best lag may differ from the whole recording's
 
 

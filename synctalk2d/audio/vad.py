@@ -30,7 +30,7 @@ from synctalk2d.packaged import installed_file
 
 SPEECH_ON, SPEECH_OFF = 0.5, 0.35  # Silero's own defaults (threshold, threshold - 0.15)
 HANGOVER_FRAMES = 4  # 160 ms
-LEAD_FRAMES = 3  # 120 ms before the sound the mouth may open: the most the stream's 200 ms look-ahead allows (calibrated on the pool, see the README)
+LEAD_FRAMES = 3  # 120 ms before the sound the mouth may open: the most the stream's 200 ms look-ahead allows (calibrated on the pool: docs/quality.md, Timing)
 CHUNK = 512  # samples at 16 kHz: the model's step
 _CONTEXT = 64  # samples of the previous chunk the model sees with each chunk
 

@@ -55,7 +55,7 @@ MESH_MODEL = "MediaPipe face mesh 468 (face_landmark.tflite) + BlazeFace short r
 # point between two anchors and the mesh several, the one nearest the middle of the arc is
 # taken, and mirror vertices on both sides, so a symmetric mouth stays symmetric. (The vertices
 # nearest to where dlib puts those points, 39/269, 405/181, 82/312, 317/87, lie closer to dlib's
-# points but gave the mouth prior a lower held-out r: 0.471 against 0.482, README.)
+# points but gave the mouth prior a lower held-out r: docs/quality-history.md.)
 IBUG_FROM_MESH = np.array(
     [127, 234, 93, 132, 58, 136, 150, 176, 152, 400, 379, 365, 288, 361, 323, 454, 356]  # jaw
     + [70, 63, 105, 66, 107, 336, 296, 334, 293, 300]  # brows

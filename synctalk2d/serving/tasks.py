@@ -36,8 +36,9 @@ def run_job(jobs: Store, avatars: AvatarStore, job_id: str) -> None:
     job = jobs.claim(job_id, worker)
     if job is None:
         return
-    for leftover in job.directory.glob(".*"):  # temp files of an earlier attempt that died
-        leftover.unlink(missing_ok=True)
+    for leftover in job.directory.glob(".*"):  # temp files of an earlier attempt that died ...
+        if leftover.is_file():
+            leftover.unlink(missing_ok=True)  # ... but not a render's finished parts: it resumes from them
     progress = {"share": 0.0}
     stop = threading.Event()
 
