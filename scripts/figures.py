@@ -92,6 +92,18 @@ HEADLINE: tuple[tuple[str, str, tuple, str], ...] = (
         ("cpu", {"avatar": "bundled sample, 844×844 (full)"}, "sessions in real time"),
         "benchmarks.md",
     ),
+    (
+        "live WebSocket sessions in real time at 480×480",
+        "stream",
+        ("summary", {"measure": "WebSocket sessions in real time, 480×480"}, "value"),
+        "benchmarks.md",
+    ),
+    (
+        "live WebRTC sessions in real time at 480×480, VP8 and Opus encoding included",
+        "stream",
+        ("summary", {"measure": "WebRTC sessions in real time, 480×480, encoding included"}, "value"),
+        "benchmarks.md",
+    ),
     ("render jobs through the queue, jobs/min (4 s of speech each, 1 worker)", "serve", ("render_jobs", {"workers": 1}, "jobs/min"), "benchmarks.md"),
     ("peak memory of `infer`, MB: 1 minute of speech", "long_render", ("runs", {"speech_minutes": 1}, "peak_rss_mb"), "benchmarks.md"),
     ("peak memory of `infer`, MB: 60 minutes of speech (a lecture)", "long_render", ("runs", {"speech_minutes": 60}, "peak_rss_mb"), "benchmarks.md"),

@@ -21,7 +21,8 @@ from synctalk2d.audio.mel import HOP, MEL_FPS, N_FFT, N_MELS, mel_frames, melspe
 from synctalk2d.avatar import FPS, SAMPLES_PER_FRAME
 from synctalk2d.media.audio import SAMPLE_RATE
 
-LOOKAHEAD_SECONDS = 0.2  # future audio a frame depends on (up to 5 ms more where its time rounds up to the mel grid)
+LOOKAHEAD_SECONDS = 0.2  # future audio a frame depends on
+LOOKAHEAD_ROUNDING_SECONDS = 0.005  # ... and up to this much more, where its time rounds up to the mel grid
 PAST_SECONDS = 0.4
 PRIOR_SECONDS = 2.0  # the avatar's voice statistics count as this much audio of the utterance
 _HALF_STFT = N_FFT // 2

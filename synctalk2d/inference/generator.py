@@ -13,7 +13,8 @@ those OpenCV calls release the GIL, so compositing overlaps the next chunk's dra
 
 from __future__ import annotations
 
-from collections import deque
+import threading
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -27,12 +28,42 @@ from synctalk2d.inference.mouth import morph, paste_mouth
 
 # images (B, 320, 320, 6) uint8 reference+masked, audio windows (B, C, H, W) -> faces (B, 320, 320, 3) uint8
 Predictor = Callable[[np.ndarray, np.ndarray], np.ndarray]
+LIVE_FRAME_CACHE_MB = 256  # decoded frames at the output size that a live generator keeps (shared by the sessions of one avatar and width)
+
+
+class FrameCache:
+    """Decoded frames, least recently used dropped past a byte budget. Live sessions walk
+    the same recording and draw on and from the same frames, so each is decoded once, not
+    once per session and per use (a target and its references). The arrays are read-only:
+    a paste works on a copy."""
+
+    def __init__(self, load: Callable[[int], np.ndarray], budget_bytes: int):
+        self.load = load
+        self.budget = budget_bytes
+        self.frames: OrderedDict[int, np.ndarray] = OrderedDict()
+        self.bytes = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, index: int) -> np.ndarray:
+        with self.lock:
+            if index in self.frames:
+                self.frames.move_to_end(index)
+                return self.frames[index]
+        frame = self.load(index)  # outside the lock: decodes of other frames go on in parallel
+        frame.setflags(write=False)
+        with self.lock:
+            if index not in self.frames:
+                self.frames[index] = frame
+                self.bytes += frame.nbytes
+                while self.bytes > self.budget and len(self.frames) > 1:
+                    self.bytes -= self.frames.popitem(last=False)[1].nbytes
+        return frame
 
 
 class FrameGenerator:
     """Renders lip-synced full frames of one avatar."""
 
-    def __init__(self, avatar: Avatar, predict: Predictor | None, workers: int = 2, color_match: bool = True, width: int | None = None):
+    def __init__(self, avatar: Avatar, predict: Predictor | None, workers: int = 2, color_match: bool = True, width: int | None = None, cache_mb: int = 0):
         self.avatar = avatar
         self.width = width  # output frames this wide (aspect kept), or the avatar's own size
         self.predict = predict
@@ -40,14 +71,15 @@ class FrameGenerator:
         self.boxes = avatar.boxes()
         self.color_match = color_match
         self.workers = workers
+        self.cached_frame = FrameCache(lambda index: avatar.frame(index, width), cache_mb << 20)
 
     def draw(self, frame_indices: np.ndarray, windows: np.ndarray) -> np.ndarray:
         """(B, 320, 320, 3) uint8 faces for source frames ``frame_indices``."""
         return self.predict(model_inputs(self.crops[frame_indices]), windows)
 
     def frame(self, frame_index: int) -> np.ndarray:
-        """Source frame ``frame_index`` at the output size, untouched (an idle frame)."""
-        return self.avatar.frame(frame_index, self.width)
+        """Source frame ``frame_index`` at the output size, untouched (an idle frame; read-only)."""
+        return self.cached_frame(frame_index)
 
     def composite(self, frame_index: int, face: np.ndarray) -> np.ndarray:
         frame = paste_face(self.avatar.frame(frame_index), face, self.boxes[frame_index], color_match=self.color_match)
@@ -75,8 +107,8 @@ class MouthGenerator(FrameGenerator):
     reference it crosses from, share of the new one) (`inference.picker.Crossings`), and
     all the work is the paste, done in the pool."""
 
-    def __init__(self, avatar: Avatar, landmarks: np.ndarray, workers: int = 2, width: int | None = None):
-        super().__init__(avatar, predict=None, workers=workers, width=width)
+    def __init__(self, avatar: Avatar, landmarks: np.ndarray, workers: int = 2, width: int | None = None, cache_mb: int = 0):
+        super().__init__(avatar, predict=None, workers=workers, width=width, cache_mb=cache_mb)
         self.landmarks = landmarks  # (N, 68, 2) full-frame pixels
 
     def draw(self, frame_indices: np.ndarray, references: np.ndarray) -> np.ndarray:
@@ -91,7 +123,7 @@ class MouthGenerator(FrameGenerator):
         scale = target.shape[1] / self.avatar.info.width  # the paste works at the output size
         side = scale * float(self.boxes[frame_index][2] - self.boxes[frame_index][0])
         cross_from = (self.frame(old), scale * self.landmarks[old], share) if crossing else None
-        return paste_mouth(target, scale * self.landmarks[frame_index], self.frame(reference), scale * self.landmarks[reference], side, cross_from)
+        return paste_mouth(target.copy(), scale * self.landmarks[frame_index], self.frame(reference), scale * self.landmarks[reference], side, cross_from)
 
 
 COMPOSITOR_FEATHER = 24  # model-crop pixels over which the redrawn rectangle fades into the real crop
@@ -105,8 +137,8 @@ class CompositorGenerator(FrameGenerator):
     rectangle the real crop is kept, and a frame that is its own reference is not redrawn.
     References are aligned onto the target's face first, as in training."""
 
-    def __init__(self, avatar: Avatar, predict: Predictor, workers: int = 2, width: int | None = None):
-        super().__init__(avatar, predict, workers=workers, width=width)
+    def __init__(self, avatar: Avatar, predict: Predictor, workers: int = 2, width: int | None = None, cache_mb: int = 0):
+        super().__init__(avatar, predict, workers=workers, width=width, cache_mb=cache_mb)
         self.alpha = rect_alpha(MOUTH_MASK_RECT, COMPOSITOR_FEATHER)
         self.points = model_points(avatar.landmarks(), self.boxes)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from synctalk2d.avatar import SAMPLES_PER_FRAME, Avatar
 from synctalk2d.device import pick_device
 from synctalk2d.errors import UserError
 from synctalk2d.face.crop import MOUTH_MASK_RECT, align_face, mask_lower_face, model_crop, model_inputs, model_points
-from synctalk2d.inference.generator import CompositorGenerator, FrameGenerator, MouthGenerator
+from synctalk2d.inference.generator import LIVE_FRAME_CACHE_MB, CompositorGenerator, FrameGenerator, MouthGenerator
 from synctalk2d.inference.mouth import MouthConditioning, ReferencePlan
 from synctalk2d.inference.runtime import UNetRunner, resolve
 from synctalk2d.media.audio import fit_length
@@ -72,6 +73,8 @@ class LipSync:
     ):
         self.avatar = Avatar.open(avatar_dir)
         self.batch_size = batch_size
+        self._generators: dict[int | None, FrameGenerator] = {}  # live ones, by width (`generator_at`)
+        self._generators_lock = threading.Lock()
         settings = json.loads((self.avatar.root / "train.json").read_text()) if (self.avatar.root / "train.json").is_file() else {}
         self.conditioning = settings.get("conditioning", "audio")  # avatars trained before mouth conditioning existed
         self.renderer = renderer or settings.get("renderer", "paste")
@@ -110,20 +113,24 @@ class LipSync:
         return runner
 
     def generator_at(self, width: int | None) -> FrameGenerator:
-        """A frame generator drawing frames ``width`` pixels wide (None: the avatar's size),
-        sharing this avatar's models."""
-        if width is None or width == self.avatar.info.width:
-            return self.generator
-        if not 16 <= width <= self.avatar.info.width:
+        """The live frame generator drawing frames ``width`` pixels wide (None: the avatar's
+        size), sharing this avatar's models; the same one for every session of that width,
+        so its cache of decoded frames serves them all."""
+        if width == self.avatar.info.width:
+            width = None
+        if width is not None and not 16 <= width <= self.avatar.info.width:
             raise UserError(f"frame width {width} must be between 16 and the avatar's {self.avatar.info.width} pixels")
-        return self._make_generator(width)
+        with self._generators_lock:  # one per width, shared: its frame cache serves every session
+            if width not in self._generators:
+                self._generators[width] = self._make_generator(width, LIVE_FRAME_CACHE_MB)
+            return self._generators[width]
 
-    def _make_generator(self, width: int | None) -> FrameGenerator:
+    def _make_generator(self, width: int | None, cache_mb: int = 0) -> FrameGenerator:
         if self.conditioning == "mouth" and self.renderer == "unet":
-            return CompositorGenerator(self.avatar, self.runner, width=width)
+            return CompositorGenerator(self.avatar, self.runner, width=width, cache_mb=cache_mb)
         if self.conditioning == "mouth":
-            return MouthGenerator(self.avatar, self.mouth.landmarks, width=width)
-        return FrameGenerator(self.avatar, self.runner, width=width)
+            return MouthGenerator(self.avatar, self.mouth.landmarks, width=width, cache_mb=cache_mb)
+        return FrameGenerator(self.avatar, self.runner, width=width, cache_mb=cache_mb)
 
     def _check_matches_avatar(self, stage: str) -> None:
         """A checkpoint copied from another avatar would paste the wrong face: refuse it."""

@@ -11,6 +11,10 @@ or Redis with a queue) and run in a `JobQueue` (this process's threads, or RQ wo
   job (``POST /v1/videos`` on a one-avatar server); ``GET /v1/jobs/{id}`` (also
   ``/v1/videos/{id}``) → status and progress; ``GET /v1/videos/{id}/file`` → the MP4;
 * ``WS /v1/stream?avatar=ID``: live speech in, frames out (`serving.live`);
+* ``POST /v1/webrtc/offer`` (JSON ``{"sdp", "type", "avatar", "width"}``) → ``{"sdp", "type",
+  "session"}``: the live stream as a WebRTC peer, video and voice (`serving.webrtc`, the
+  ``webrtc`` extra); ``POST /v1/webrtc/{session}/audio`` (16-bit PCM at 16 kHz),
+  ``/end``, ``/interrupt`` push speech to it; ``DELETE /v1/webrtc/{session}`` ends it;
 * ``GET /``: the web page (`serving/static`), ``GET /v1/samples[/{name}]``: bundled speech.
 
 Uploads are limited in bytes (counted as the body arrives: `ServerSettings.max_upload_mb`
@@ -27,6 +31,7 @@ import os
 import secrets
 import shutil
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -129,6 +134,8 @@ def create_app(avatars: AvatarStore | str | Path, settings: ServerSettings | Non
     for job_id in jobs.queued():
         queue.submit(job_id)
     sessions = {"open": 0}
+    webrtc_sessions = None  # opened on the first offer: aiortc is an optional extra
+    watchers: set[asyncio.Task] = set()  # one per WebRTC session: frees its place when it ends
 
     def sweep() -> None:
         for job_id in jobs.recover(settings.stale_after):
@@ -147,6 +154,8 @@ def create_app(avatars: AvatarStore | str | Path, settings: ServerSettings | Non
         app.state.frame_pool = ThreadPoolExecutor(settings.frame_threads, thread_name_prefix="live-frame")
         yield
         task.cancel()
+        if webrtc_sessions is not None:
+            await webrtc_sessions.close_all()
         app.state.frame_pool.shutdown(wait=False, cancel_futures=True)
 
     def close():  # at exit, not at the end of a lifespan: an app may be served more than once (tests)
@@ -364,8 +373,91 @@ def create_app(avatars: AvatarStore | str | Path, settings: ServerSettings | Non
             return await refuse(str(e) if isinstance(e, UserError) else "width must be a whole number of pixels", 1008)
         try:
             with avatars.lease(avatar_id):
-                await live.stream(websocket, lipsync, websocket.app.state.frame_pool, width)
+                with_audio = websocket.query_params.get("audio", "0") not in ("0", "false", "")
+                await live.stream(websocket, lipsync, websocket.app.state.frame_pool, width, with_audio)
         finally:
             sessions["open"] -= 1
+
+    @app.post("/v1/webrtc/offer")
+    async def webrtc_offer(request: Request):
+        nonlocal webrtc_sessions
+        try:
+            from synctalk2d.serving.webrtc import WebRTCSessions
+        except ImportError:
+            return error(501, "this server has no WebRTC: install it with pip install 'synctalk2d[webrtc]'")
+        try:
+            offer = await request.json()
+            sdp, kind, width = offer["sdp"], offer["type"], offer.get("width")
+            width = int(width) if width else None
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return error(400, 'send JSON {"sdp": ..., "type": "offer", "avatar": ID, "width": W}, the offer of an RTCPeerConnection')
+        if sessions["open"] >= settings.max_sessions:
+            return error(503, f"{settings.max_sessions} live sessions are open; try again later")
+        sessions["open"] += 1
+        try:
+            avatar_id = which_avatar(offer.get("avatar"))
+            lease = avatars.lease(avatar_id)
+            lipsync = await run_in_threadpool(lease.__enter__)
+        except UserError as e:
+            sessions["open"] -= 1
+            return error(404 if isinstance(e, UnknownAvatar) else 400, str(e))
+        try:
+            lipsync.generator_at(width)
+            webrtc_sessions = webrtc_sessions or WebRTCSessions()
+            session, answer = await webrtc_sessions.open_session(lipsync, app.state.frame_pool, sdp, kind, width)
+        except UserError as e:
+            lease.__exit__(None, None, None)
+            sessions["open"] -= 1
+            return error(400, str(e))
+
+        async def release():
+            try:
+                await webrtc_sessions.closed(session)
+            finally:
+                lease.__exit__(None, None, None)
+                sessions["open"] -= 1
+
+        watchers.add(watcher := asyncio.create_task(release()))
+        watcher.add_done_callback(watchers.discard)
+        return {"sdp": answer.sdp, "type": answer.type, "session": session.id}
+
+    def webrtc_session(session_id: str):
+        if webrtc_sessions is None:
+            raise UserError("no such WebRTC session (it ended, or never was)")
+        return webrtc_sessions.get(session_id)
+
+    @app.post("/v1/webrtc/{session_id}/audio", status_code=204)
+    async def webrtc_audio(session_id: str, request: Request):
+        try:
+            session = webrtc_session(session_id)
+            body = await request.body()
+            session.session.push(live.from_pcm16(body[: len(body) // 2 * 2]), time.perf_counter())
+        except UserError as e:
+            return error(404 if "no such" in str(e) else 400, str(e))
+
+    @app.post("/v1/webrtc/{session_id}/end", status_code=204)
+    async def webrtc_end(session_id: str):
+        try:
+            webrtc_session(session_id).session.end()
+        except UserError as e:
+            return error(404, str(e))
+
+    @app.post("/v1/webrtc/{session_id}/interrupt")
+    async def webrtc_interrupt(session_id: str):
+        try:
+            session = webrtc_session(session_id)
+        except UserError as e:
+            return error(404, str(e))
+        events = session.session.interrupt()
+        session.send_events(events)
+        return {"events": events}
+
+    @app.delete("/v1/webrtc/{session_id}", status_code=204)
+    async def webrtc_close(session_id: str):
+        try:
+            session = webrtc_session(session_id)
+        except UserError as e:
+            return error(404, str(e))
+        await session.close()
 
     return app

@@ -1,18 +1,21 @@
-"""The live WebSocket stream: 16 kHz PCM in, JPEG frames out at a steady 25 fps.
+"""The live WebSocket stream: 16 kHz PCM in, JPEG frames (and their audio) out at 25 fps.
 
-Protocol (`WS /v1/stream[?width=W]`):
+A thin transport over the live core (`inference.player`); WebRTC (`serving.webrtc`) is the
+other one. Protocol (`WS /v1/stream[?width=W][&audio=1]`):
 
 * client → server: binary messages of 16-bit little-endian mono PCM at 16 kHz, any size;
   text messages ``{"type": "end"}`` (the utterance is complete) and
   ``{"type": "interrupt"}`` (stop speaking now);
 * server → client: first ``{"type": "ready", ...}`` (frame size, fps, look-ahead), then one
-  binary message per frame, each a JPEG, in presentation order at 25 fps; before a frame
+  binary message per frame, each a JPEG, in presentation order at 25 fps; with ``audio=1``
+  each JPEG is followed by a binary message with the 40 ms of audio that frame speaks
+  (16-bit little-endian mono PCM at 16 kHz, 1280 bytes; silence while idle); before a frame
   that speaks, ``{"type": "frame", "utterance", "index", "latency_ms"}`` (latency: from the
   arrival of the chunk holding that frame's audio to sending the frame), and
   ``utterance_started`` / ``utterance_ended`` / ``error`` events.
 
 Three tasks per connection: the receiver feeds audio to the `LiveSession`, the ticker
-draws one frame per 1/25 s in a thread pool, the sender writes to the socket. Frames wait
+takes one frame per 1/25 s from the live clock, the sender writes to the socket. Frames wait
 for the sender in a small outbox; a client that reads too slowly loses the oldest frames,
 never the server's memory, and one that stops reading for `SEND_TIMEOUT` seconds is
 disconnected. Everything of a session is released when any task ends.
@@ -33,15 +36,13 @@ from fastapi import WebSocket, WebSocketDisconnect
 from synctalk2d.avatar import FPS
 from synctalk2d.errors import UserError
 from synctalk2d.inference.lipsync import LipSync
-from synctalk2d.inference.stream import LiveFrame, LiveSession, lookahead_seconds
+from synctalk2d.inference.player import play
+from synctalk2d.inference.stream import LiveSession, lookahead_seconds
 from synctalk2d.media.audio import SAMPLE_RATE
 
-FRAME_SECONDS = 1 / FPS
 JPEG_QUALITY = 80
 OUTBOX_FRAMES = 4  # frames waiting for a slow client before the oldest is dropped
 SEND_TIMEOUT = 10.0  # seconds a client may stop reading before it is disconnected
-JITTER_SECONDS = 0.02  # after an utterance's first frame, ticks run this much behind its audio, so chunks arriving a little late are still in time
-MAX_LAG_FRAMES = 5  # a ticker this far behind (overloaded machine) skips ahead instead of catching up
 
 
 class Outbox:
@@ -81,12 +82,16 @@ def encode_jpeg(image: np.ndarray) -> bytes:
     return data.tobytes()
 
 
-def _draw(session: LiveSession, tick: int) -> tuple[LiveFrame, bytes]:
-    frame = session.next_frame(tick)
-    return frame, encode_jpeg(frame.image)
+def pcm16(samples: np.ndarray) -> bytes:
+    """16 kHz float audio as 16-bit little-endian PCM."""
+    return (np.clip(samples, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
 
 
-async def stream(websocket: WebSocket, lipsync: LipSync, executor: Executor, width: int | None) -> None:
+def from_pcm16(data: bytes) -> np.ndarray:
+    return np.frombuffer(data, "<i2").astype(np.float32) / 32768.0
+
+
+async def stream(websocket: WebSocket, lipsync: LipSync, executor: Executor, width: int | None, with_audio: bool = False) -> None:
     """Serve one accepted connection until the client leaves or fails."""
     session = await asyncio.get_running_loop().run_in_executor(executor, LiveSession, lipsync, width)
     frame_width, frame_height = session.size
@@ -100,13 +105,14 @@ async def stream(websocket: WebSocket, lipsync: LipSync, executor: Executor, wid
                 "sample_rate": SAMPLE_RATE,
                 "conditioning": lipsync.conditioning,
                 "lookahead_ms": round(1000 * lookahead_seconds(lipsync)),
+                "audio": with_audio,
             }
         )
     )
-    outbox, speech_ready = Outbox(), asyncio.Event()
+    outbox = Outbox()
     tasks = [
         asyncio.create_task(coroutine)
-        for coroutine in (_receive(websocket, session, outbox, speech_ready), _tick(session, outbox, executor, speech_ready), _send(websocket, outbox))
+        for coroutine in (_receive(websocket, session, outbox), _tick(session, outbox, executor), _send(websocket, outbox, with_audio))
     ]
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -120,7 +126,7 @@ async def stream(websocket: WebSocket, lipsync: LipSync, executor: Executor, wid
             raise failure
 
 
-async def _receive(websocket: WebSocket, session: LiveSession, outbox: Outbox, speech_ready: asyncio.Event) -> None:
+async def _receive(websocket: WebSocket, session: LiveSession, outbox: Outbox) -> None:
     leftover = b""  # half a sample split across messages
     while True:
         message = await websocket.receive()
@@ -130,10 +136,8 @@ async def _receive(websocket: WebSocket, session: LiveSession, outbox: Outbox, s
             data = leftover + message["bytes"]
             whole = len(data) // 2 * 2
             leftover = data[whole:]
-            samples = np.frombuffer(data[:whole], "<i2").astype(np.float32) / 32768.0
             try:
-                if session.push(samples, time.perf_counter()):
-                    speech_ready.set()
+                session.push(from_pcm16(data[:whole]), time.perf_counter())
             except UserError as e:
                 outbox.put(("event", {"type": "error", "message": str(e)}))
                 await asyncio.sleep(0.2)  # let the sender deliver it
@@ -152,35 +156,20 @@ async def _receive(websocket: WebSocket, session: LiveSession, outbox: Outbox, s
             outbox.put(("event", {"type": "error", "message": 'text messages must be {"type": "end"} or {"type": "interrupt"}'}))
 
 
-async def _tick(session: LiveSession, outbox: Outbox, executor: Executor, speech_ready: asyncio.Event) -> None:
-    """One frame per 1/25 s. The first frame of an utterance is shown as soon as it is ready
-    rather than at the next tick (up to 40 ms sooner); the clock continues from it,
-    `JITTER_SECONDS` behind."""
-    loop = asyncio.get_running_loop()
-    start, tick = time.perf_counter(), 0
-    while True:
-        late = time.perf_counter() - (start + tick * FRAME_SECONDS)
-        if late < 0:
-            speech_ready.clear()
-            try:
-                await asyncio.wait_for(speech_ready.wait(), -late)
-                start = time.perf_counter() - tick * FRAME_SECONDS + JITTER_SECONDS  # re-phase the clock on the first speaking frame
-            except asyncio.TimeoutError:
-                pass
-        elif late > MAX_LAG_FRAMES * FRAME_SECONDS:
-            tick += int(late / FRAME_SECONDS)
-        frame, jpeg = await loop.run_in_executor(executor, _draw, session, tick)
+async def _tick(session: LiveSession, outbox: Outbox, executor: Executor) -> None:
+    async for ticked in play(session, executor, lambda frame: encode_jpeg(frame.image)):
+        frame = ticked.frame
         for event in frame.events:  # an utterance starts before its first frame and ends after its last
             if event["type"] != "utterance_ended":
                 outbox.put(("event", event))
-        outbox.put(("frame", jpeg, frame))
+        if ticked.prepared is not None:
+            outbox.put(("frame", ticked.prepared, frame))
         for event in frame.events:
             if event["type"] == "utterance_ended":
                 outbox.put(("event", event))
-        tick += 1
 
 
-async def _send(websocket: WebSocket, outbox: Outbox) -> None:
+async def _send(websocket: WebSocket, outbox: Outbox, with_audio: bool) -> None:
     while True:
         item = await outbox.get()
         if item[0] == "event":
@@ -199,3 +188,5 @@ async def _send(websocket: WebSocket, outbox: Outbox) -> None:
             }
             await asyncio.wait_for(websocket.send_text(json.dumps(event)), SEND_TIMEOUT)
         await asyncio.wait_for(websocket.send_bytes(jpeg), SEND_TIMEOUT)
+        if with_audio:
+            await asyncio.wait_for(websocket.send_bytes(pcm16(frame.audio)), SEND_TIMEOUT)

@@ -34,7 +34,7 @@ def live(session: LiveSession, wav: np.ndarray) -> list:
     for i, start in enumerate(range(0, len(wav), CHUNK)):
         session.push(wav[start : start + CHUNK], now=start / 16000)
         if i % 2 == 0 and i > 0:
-            frames.append(session.next_frame(tick))
+            frames.append(session.next_frame(tick, now=start / 16000 + 0.02))
             tick += 1
     session.end()
     while not any(e["type"] == "utterance_ended" for f in frames[-1:] for e in f.events):
@@ -94,7 +94,7 @@ def test_interrupt_stops_speech_at_the_next_frame(lipsync):
     assert session.next_frame(11).utterance == 1
 
 
-def test_audio_late_for_its_frame_holds_the_mouth_and_keeps_the_clock(lipsync):
+def test_audio_late_for_its_frame_holds_the_mouth_silently_and_resumes_where_it_paused(lipsync):
     session = LiveSession(lipsync)
     wav = speech(2.0)
     session.push(wav[:8000], now=0.0)  # 0.5 s: frames 0-7 ready
@@ -102,9 +102,35 @@ def test_audio_late_for_its_frame_holds_the_mouth_and_keeps_the_clock(lipsync):
     speaking = [f for f in frames if f.utterance is not None]
     assert [f.index for f in speaking] == list(range(8)) + [7, 7, 7, 7]
     assert [f.held for f in speaking] == [False] * 8 + [True] * 4
+    assert all(np.array_equal(f.audio, wav[640 * f.index : 640 * (f.index + 1)]) for f in speaking[:8])
+    assert not any(f.audio.any() for f in speaking[8:])  # a held frame is silent: voice and lips pause together
     session.push(wav[8000:], now=1.0)
     session.end()
-    assert session.next_frame(12).index == 12  # back on the utterance's clock, late frames skipped
+    resumed = session.next_frame(12)
+    assert resumed.index == 8 and not resumed.held  # nothing skipped: the utterance goes on where it paused
+    np.testing.assert_array_equal(resumed.audio, wav[640 * 8 : 640 * 9])
+
+
+@pytest.mark.parametrize("chunk_ms", [20, 100])
+def test_no_speaking_frame_is_held_at_real_time_pace(lipsync, chunk_ms):
+    """Chunks of any size at real-time pace: the utterance starts once its buffer bridges
+    the gap to the next chunk, then no frame waits for its audio, and each frame carries
+    its own 40 ms of the speech."""
+    session, wav, chunk = LiveSession(lipsync, width=64), speech(3.0), chunk_ms * 16
+    arrivals = {round(i * chunk_ms / 40, 6): wav[i * chunk : (i + 1) * chunk] for i in range(-(-len(wav) // chunk))}
+    frames, tick = [], 0
+    while tick < 200 and not any(e["type"] == "utterance_ended" for f in frames[-1:] for e in f.events):
+        for at in [t for t in arrivals if t <= tick + 0.5]:  # ticks fall half a frame after the audio's grid
+            session.push(arrivals.pop(at), now=at * 0.04)
+            if not arrivals:
+                session.end()
+        frames.append(session.next_frame(tick, now=(tick + 0.5) * 0.04))
+        tick += 1
+    speaking = [f for f in frames if f.utterance is not None]
+    assert len(speaking) == 75 and not any(f.held for f in speaking)
+    np.testing.assert_array_equal(np.concatenate([f.audio for f in speaking])[: len(wav)], wav)
+    first = next(i for i, f in enumerate(frames) if f.utterance is not None)
+    assert first * 0.04 <= 0.2 + 0.04 + chunk_ms / 1000 + 0.04  # look-ahead, the frame, one chunk's gap, a tick
 
 
 def test_audio_conditioned_stream_gives_the_windows_of_the_whole_file(trained_avatar):

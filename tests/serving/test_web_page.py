@@ -26,6 +26,7 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
     "--autoplay-policy=no-user-gesture-required",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",  # plain host candidates: the sandbox has no multicast DNS
 ]
 SCREENSHOT = Path(os.environ.get("SYNCTALK2D_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts")) / "web_page.png"
 
@@ -45,6 +46,7 @@ def test_page_plays_a_sample_and_shows_the_live_avatar(live_server):
         page = browser.new_page(viewport={"width": 1000, "height": 760})
         page.on("pageerror", lambda error: errors.append(str(error)))
         page.goto(live_server.url("/"))
+        page.select_option("#transport", "websocket")
         page.wait_for_function("!document.getElementById('play-sample').disabled", timeout=30_000)
         assert "mouth conditioning" in page.inner_text("#avatar-info")
         assert page.input_value("#sample").endswith(".wav")
@@ -64,6 +66,36 @@ def test_page_plays_a_sample_and_shows_the_live_avatar(live_server):
     assert state == "speaking" and frames > 40 and 15 <= fps <= 30, seen  # the 12 s sample is still playing, frames stream
     assert natural[0] > 0 and natural[1] > 0, seen  # frames decode as images
     assert 0 < latency < 2000, seen
+
+
+def test_page_speaks_over_webrtc_with_video_and_voice(live_server):
+    """The default transport: the sample goes into the call as the page's audio track, the
+    avatar's video and voice come back on the same connection."""
+    require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    errors: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1000, "height": 760})
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(live_server.url("/"))
+        assert page.input_value("#transport") == "webrtc"
+        page.wait_for_function("!document.getElementById('play-sample').disabled", timeout=30_000)
+        before = page.evaluate("rtcStats()")
+        page.click("#play-sample")
+        page.wait_for_function("document.getElementById('state').textContent === 'speaking'", timeout=30_000)
+        page.wait_for_timeout(2000)  # mid-sentence
+        during = page.evaluate("rtcStats()")
+        shown = int(page.inner_text("#frames"))
+        size = page.evaluate("[document.getElementById('live-video').videoWidth, document.getElementById('live-video').videoHeight]")
+        page.screenshot(path=str(SCREENSHOT.with_name("web_page_webrtc.png")))
+        browser.close()
+    seen = dict(before=before, during=during, shown=shown, size=size, errors=errors)
+    assert not errors, seen
+    assert during["frames"] - before["frames"] >= 40 and shown >= 40, seen  # 2 s at 25 fps, decoded and shown
+    assert during["audioBytes"] > before["audioBytes"] and during["audioEnergy"] > before["audioEnergy"] + 1e-4, seen  # the voice, not silence
+    assert size[0] > 0 and size[1] > 0, seen
 
 
 def test_page_lists_the_avatars_and_streams_the_one_picked(store_dir):

@@ -356,8 +356,9 @@ def resumed_like_straight(resumed, straight, stage):
     same validation windows. Not the same parameters: a conv bias that a BatchNorm follows
     gets a gradient of float noise (the norm cancels it), which Adam scales up to a step
     of about the learning rate's size in a random direction, so such biases differ between
-    two runs whose sums were added in another order (another CPU, another memory layout)
-    without changing what the model computes."""
+    two runs whose sums were added in another order (another CPU, another memory layout).
+    The norms' running means follow those biases a step late, so the embeddings are taken
+    with batch statistics, where the biases cancel."""
     from synctalk2d.avatar import Avatar
     from synctalk2d.models.checkpoint import syncnet_of
     from synctalk2d.training.config import Splits
@@ -369,8 +370,12 @@ def resumed_like_straight(resumed, straight, stage):
     embeddings = []
     for root in (resumed, straight):
         stem = root / "checkpoints" / stage / "latest"
+        model = syncnet_of(load_checkpoint(stem), stem)
+        for module in model.modules():  # batch statistics: the bias before each norm cancels
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.train()
         with torch.no_grad():
-            embeddings.append(torch.cat(syncnet_of(load_checkpoint(stem), stem)(batch[0], batch[1])))
+            embeddings.append(torch.cat(model(batch[0], batch[1])))
     return torch.allclose(*embeddings, rtol=1e-3, atol=1e-4)
 
 

@@ -1,6 +1,8 @@
-// The synctalk2d page: pick an avatar (GET /v1/avatars), watch it live over WS /v1/stream?avatar=ID,
-// render files (POST /v1/avatars/ID/videos) and create avatars from a video (POST /v1/avatars).
-// Audio is sent as 16-bit mono PCM at 16 kHz in 20 ms chunks, paced like a live source.
+// The synctalk2d page: pick an avatar (GET /v1/avatars), watch it live, render files
+// (POST /v1/avatars/ID/videos) and create avatars from a video (POST /v1/avatars).
+// Live over WebRTC (POST /v1/webrtc/offer): the sample or the microphone is this page's audio
+// track, and the avatar answers with video and voice. Or over WS /v1/stream?avatar=ID: audio
+// goes as 16-bit mono PCM at 16 kHz in 20 ms chunks, paced like a live source, frames come back.
 "use strict";
 
 const RATE = 16000;
@@ -24,8 +26,18 @@ function audio() {
 
 function setState(text) { $("state").textContent = text; }
 
+const rtc = () => $("transport").value === "webrtc";
+let peer = null, channel = null, speaker = null, sampleSource = null, sampleStarted = null;
+
 function connect() {
-  if (socket) socket.close();
+  if (socket) { socket.onclose = null; socket.close(); socket = null; }
+  if (peer) { peer.close(); peer = null; }
+  $("live-video").hidden = !rtc();
+  $("live").hidden = rtc();
+  if (rtc()) {
+    connectRtc().catch((e) => { $("live-error").textContent = String(e); setState("disconnected"); });
+    return;
+  }
   const url = new URL("/v1/stream", location.href);
   url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
   url.searchParams.set("width", Math.min(480, Math.round(($("live").clientWidth || 440) * (window.devicePixelRatio || 1))));
@@ -37,13 +49,74 @@ function connect() {
   socket.onclose = () => { ["play-sample", "mic", "interrupt"].forEach((id) => ($(id).disabled = true)); setState("disconnected"); };
 }
 
+// WebRTC: the avatar's video and voice come back on one connection; what the page says goes
+// out on its audio track (replaceTrack: no renegotiation), events and interrupt on a data channel.
+async function connectRtc() {
+  const current = (peer = new RTCPeerConnection({ iceServers: [] }));
+  const superseded = () => current !== peer; // the avatar or transport changed meanwhile
+  current.addTransceiver("video", { direction: "recvonly" });
+  speaker = current.addTransceiver("audio", { direction: "sendrecv" }).sender;
+  channel = current.createDataChannel("events");
+  channel.onmessage = (message) => onEvent(JSON.parse(message.data));
+  current.ontrack = (event) => {
+    const video = $("live-video");
+    if (video.srcObject !== event.streams[0]) video.srcObject = event.streams[0] || new MediaStream([event.track]);
+    if (!event.streams[0]) video.srcObject.addTrack(event.track);
+  };
+  current.onconnectionstatechange = () => {
+    if (superseded()) return;
+    if (current.connectionState === "connected") onEvent({ type: "ready" });
+    if (["failed", "closed", "disconnected"].includes(current.connectionState)) {
+      ["play-sample", "mic", "interrupt"].forEach((id) => ($(id).disabled = true));
+      setState("disconnected");
+    }
+  };
+  await current.setLocalDescription(await current.createOffer());
+  await new Promise((resolve) => {  // all candidates in the offer: the server does not trickle
+    if (current.iceGatheringState === "complete") return resolve();
+    current.onicegatheringstatechange = () => current.iceGatheringState === "complete" && resolve();
+    setTimeout(resolve, 2000);
+  });
+  if (superseded()) return;
+  const width = Math.min(480, Math.round(($("live-video").clientWidth || 440) * (window.devicePixelRatio || 1)));
+  const response = await fetch("/v1/webrtc/offer", {
+    method: "POST",
+    headers: { "Content-Type": "application/json", ...headers() },
+    body: JSON.stringify({ sdp: current.localDescription.sdp, type: current.localDescription.type, avatar: avatarId() || undefined, width }),
+  });
+  const answer = await response.json();
+  if (superseded()) return;
+  if (!response.ok) throw new Error(answer.error);
+  await current.setRemoteDescription(answer);
+  countFrames($("live-video"), current);
+}
+
+function countFrames(video, current) {
+  if (!video.requestVideoFrameCallback) return;
+  const onVideoFrame = () => { if (current !== peer) return; onFrame(null); video.requestVideoFrameCallback(onVideoFrame); };
+  video.requestVideoFrameCallback(onVideoFrame);
+}
+
+async function rtcStats() {  // what has arrived so far, for the page's own checks and the tests
+  const stats = { frames: 0, audioBytes: 0, audioEnergy: 0 };
+  if (!peer) return stats;
+  (await peer.getStats()).forEach((report) => {
+    if (report.type !== "inbound-rtp") return;
+    if (report.kind === "video") stats.frames = report.framesDecoded || 0;
+    if (report.kind === "audio") { stats.audioBytes = report.bytesReceived || 0; stats.audioEnergy = report.totalAudioEnergy || 0; }
+  });
+  return stats;
+}
+window.rtcStats = rtcStats;
+
 function onEvent(event) {
   if (event.type === "ready") {
     ["play-sample", "mic", "interrupt"].forEach((id) => ($(id).disabled = false));
     $("live-error").textContent = "";
   } else if (event.type === "utterance_started") {
     setState("speaking");
-    awaitingFirst = true;
+    awaitingFirst = !rtc();
+    if (rtc() && sampleStarted) { $("latency-first").textContent = (performance.now() - sampleStarted).toFixed(0); sampleStarted = null; }
     if (pendingPlayback) { pendingPlayback(); pendingPlayback = null; } // play the sample in step with its first frame
   } else if (event.type === "utterance_ended") {
     setState(event.interrupted ? "interrupted" : "idle");
@@ -58,9 +131,11 @@ function onEvent(event) {
 }
 
 function onFrame(blob) {
-  const img = $("live"), old = img.src;
-  img.src = URL.createObjectURL(blob);
-  if (old) URL.revokeObjectURL(old);
+  if (blob) {
+    const img = $("live"), old = img.src;
+    img.src = URL.createObjectURL(blob);
+    if (old) URL.revokeObjectURL(old);
+  }
   frames += 1;
   const now = performance.now();
   frameTimes.push(now);
@@ -84,6 +159,17 @@ async function playSample() {
   const name = $("sample").value;
   const response = await fetch(`/v1/samples/${encodeURIComponent(name)}`, { headers: headers() });
   const decoded = await audio().decodeAudioData(await response.arrayBuffer());
+  if (rtc()) {  // played into the call, not out loud: the avatar's voice comes back with its video
+    if (sampleSource) sampleSource.stop();
+    sampleSource = audio().createBufferSource();
+    sampleSource.buffer = decoded;
+    const into = audio().createMediaStreamDestination();
+    sampleSource.connect(into);
+    await speaker.replaceTrack(into.stream.getAudioTracks()[0]);
+    sampleSource.start();
+    sampleStarted = performance.now();
+    return;
+  }
   const offline = new OfflineAudioContext(1, Math.ceil(decoded.duration * RATE), RATE);
   const source = offline.createBufferSource();
   source.buffer = decoded;
@@ -108,6 +194,13 @@ async function playSample() {
 }
 
 async function toggleMic() {
+  if (rtc()) {
+    if (mic) { mic.getTracks().forEach((track) => track.stop()); mic = null; await speaker.replaceTrack(null); $("mic").textContent = "Speak into the microphone"; return; }
+    mic = await navigator.mediaDevices.getUserMedia({ audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true } });
+    await speaker.replaceTrack(mic.getAudioTracks()[0]);
+    $("mic").textContent = "Stop speaking";
+    return;
+  }
   if (mic) {
     mic.stream.getTracks().forEach((track) => track.stop());
     mic.processor.disconnect();
@@ -201,9 +294,13 @@ $("interrupt").addEventListener("click", () => {
   sampleRun += 1;
   pendingPlayback = null;
   if (player) { player.stop(); player = null; }
-  socket.send(JSON.stringify({ type: "interrupt" }));
+  if (sampleSource) { sampleSource.stop(); sampleSource = null; }
+  if (rtc()) { if (channel && channel.readyState === "open") channel.send(JSON.stringify({ type: "interrupt" })); }
+  else socket.send(JSON.stringify({ type: "interrupt" }));
 });
 $("render").addEventListener("click", () => renderFile().catch((e) => ($("job-error").textContent = String(e))));
 $("create-avatar").addEventListener("click", () => createAvatar().catch((e) => ($("avatar-error").textContent = String(e))));
 $("avatar").addEventListener("change", () => { showAvatar(); connect(); });
+$("transport").addEventListener("change", () => connect());
+if (!window.RTCPeerConnection) $("transport").value = "websocket";
 start();
