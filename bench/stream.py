@@ -89,7 +89,7 @@ def start_server(avatar: Path, max_sessions: int) -> tuple[subprocess.Popen, int
 async def session(port: int, pcm: bytes, width: int | None, burst: bool, chunk: int = CHUNK) -> dict:
     url = f"ws://127.0.0.1:{port}/v1/stream" + (f"?width={width}" if width else "")
     for _ in range(50):  # the previous run's sessions may take a moment to close server-side
-        async with websockets.connect(url, max_size=None) as ws:
+        async with websockets.connect(url, max_size=None, compression=None) as ws:
             ready = json.loads(await ws.recv())
             if ready["type"] != "error":
                 return await speak(ws, ready, pcm, burst, chunk)
@@ -163,26 +163,28 @@ async def run(port: int, pcm: bytes, width: int | None, sessions: int, burst: bo
 
 def breakdown(avatar: Path, width: int, wav: np.ndarray) -> dict:
     """CPU ms per speaking frame, by part (see the module docstring)."""
-    import av
+    import torch
     from aiortc.codecs import get_encoder
     from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
     from synctalk2d.inference.lipsync import LipSync
-    from synctalk2d.inference.stream import LiveSession
+    from synctalk2d.inference.stream import LiveSession, warm_up
     from synctalk2d.serving.live import encode_jpeg
     from synctalk2d.serving.webrtc import video_frame
 
+    torch.set_num_threads(1)  # as in the server's frame pool
     lipsync = LipSync(avatar)
+    warm_up(lipsync)  # first-call set-up is not a frame's cost
     generator = lipsync.generator_at(width)
     parts: dict[str, list[float]] = {"choose_mouth": [], "decode_uncached": [], "decode_cached": [], "paste": [], "jpeg": [], "vp8": []}
     encoder = get_encoder(RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000))
     session = LiveSession(lipsync, width)
-    session.push(wav, 0.0)
-    session.end()
     cpu = time.thread_time
     for tick in range(int(len(wav) / 640) - 1):
-        t = cpu()
-        frame = session.next_frame(tick, draw=False)
+        t = cpu()  # as live: a frame's two 20 ms chunks arrive, then the frame is decided
+        for start in (tick * 640, tick * 640 + 320):
+            session.push(wav[start : start + 320], start / 16000)
+        frame = session.next_frame(tick, now=tick / 25 + 0.3, draw=False)
         parts["choose_mouth"].append(cpu() - t)
         if frame.reference is None:
             continue
@@ -210,24 +212,22 @@ def breakdown(avatar: Path, width: int, wav: np.ndarray) -> dict:
     ms["websocket_frame"] = round(ms["choose_mouth"] + ms["decode_cached"] + ms["paste"] + ms["jpeg"], 2)
     ms["webrtc_frame"] = round(ms["choose_mouth"] + ms["decode_cached"] + ms["paste"] + ms["vp8"], 2)
     ms["before_cache_websocket_frame"] = round(ms["choose_mouth"] + ms["decode_uncached"] + ms["paste"] + ms["jpeg"], 2)
-    del av
     return {"width": width, "speaking_frames": len(parts["paste"]), "cpu_ms_per_frame": ms}
 
 
 async def webrtc_sessions(avatar: Path, width: int, wav: np.ndarray, count: int, threads: int) -> dict:
     """``count`` sessions run as `serving.webrtc` runs them, encoders included, no network."""
-    from concurrent.futures import ThreadPoolExecutor
-
     from aiortc.codecs import get_encoder
     from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
     from synctalk2d.inference.lipsync import LipSync
     from synctalk2d.inference.player import play
+    from synctalk2d.inference.runtime import single_threaded_pool
     from synctalk2d.inference.stream import LiveSession
     from synctalk2d.serving.webrtc import audio_frames, video_frame
 
     lipsync = LipSync(avatar)
-    pool = ThreadPoolExecutor(threads)
+    pool = single_threaded_pool(threads, "live-frame")  # as `serve` runs its frame pool
     loop = asyncio.get_running_loop()
     seconds = len(wav) / 16000 + 1.5
 

@@ -355,7 +355,8 @@ def serve(
     )
     server_app = create_app(avatar or AvatarStore(avatars, max_loaded_avatars), settings)
     console.print(f"serving {avatar or avatars} on [bold]http://{host}:{port}/[/bold] (Ctrl+C stops)")
-    uvicorn.run(server_app, host=host, port=port, log_level="debug" if debug else "warning")
+    # no per-message deflate: the live stream's JPEGs and PCM do not compress, and deflating them cost CPU per frame
+    uvicorn.run(server_app, host=host, port=port, log_level="debug" if debug else "warning", ws_per_message_deflate=False)
 
 
 @command

@@ -40,13 +40,19 @@ def preemphasis(wav: np.ndarray, previous: float = 0.0) -> np.ndarray:
     return wav - np.float32(PREEMPHASIS) * before
 
 
+@lru_cache(maxsize=1)
+def _window() -> np.ndarray:
+    """librosa's default Hann window, made once (a live stream asks for a few frames at a time)."""
+    return librosa.filters.get_window("hann", WIN, fftbins=True)
+
+
 def mel_frames(emphasised: np.ndarray) -> np.ndarray:
     """(T, 80) float32 normalised log-mel of pre-emphasised audio whose frame ``t`` covers
     samples ``[t * HOP, t * HOP + N_FFT)`` (no padding added): |STFT|, mel projection, dB
     relative to ``REF_LEVEL_DB``, then the symmetric normalisation of the reference,
     clipped to [-4, 4]. Frames depend only on their own samples, so a stream can compute
     them as the audio arrives (`audio.speech_features.MelStream`)."""
-    spectrum = np.abs(librosa.stft(y=emphasised, n_fft=N_FFT, hop_length=HOP, win_length=WIN, center=False))
+    spectrum = np.abs(librosa.stft(y=emphasised, n_fft=N_FFT, hop_length=HOP, win_length=WIN, window=_window(), center=False))
     mel = _mel_basis() @ spectrum
     min_level = np.exp(MIN_LEVEL_DB / 20 * np.log(10))
     db = 20 * np.log10(np.maximum(min_level, mel)) - REF_LEVEL_DB

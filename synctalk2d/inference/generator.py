@@ -110,6 +110,7 @@ class MouthGenerator(FrameGenerator):
     def __init__(self, avatar: Avatar, landmarks: np.ndarray, workers: int = 2, width: int | None = None, cache_mb: int = 0):
         super().__init__(avatar, predict=None, workers=workers, width=width, cache_mb=cache_mb)
         self.landmarks = landmarks  # (N, 68, 2) full-frame pixels
+        self.source_width = avatar.info.width  # read once: `info` reads avatar.json
 
     def draw(self, frame_indices: np.ndarray, references: np.ndarray) -> np.ndarray:
         return references
@@ -120,7 +121,7 @@ class MouthGenerator(FrameGenerator):
         crossing = old != reference and share < 1
         if reference == frame_index and not crossing:
             return target
-        scale = target.shape[1] / self.avatar.info.width  # the paste works at the output size
+        scale = target.shape[1] / self.source_width  # the paste works at the output size
         side = scale * float(self.boxes[frame_index][2] - self.boxes[frame_index][0])
         cross_from = (self.frame(old), scale * self.landmarks[old], share) if crossing else None
         return paste_mouth(target.copy(), scale * self.landmarks[frame_index], self.frame(reference), scale * self.landmarks[reference], side, cross_from)

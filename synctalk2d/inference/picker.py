@@ -26,7 +26,6 @@ paste morphs one mouth into the other along their optical flow, `inference.mouth
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from synctalk2d.models.mouth import MouthModel
 
@@ -53,6 +52,7 @@ class ReferencePicker:
 
     def __init__(self, model: MouthModel, mean_shape: np.ndarray, rest_shape: np.ndarray, frames: np.ndarray, shapes: np.ndarray, poses: np.ndarray):
         self.model, self.mean_shape = model, mean_shape
+        self.along_basis = model.basis.numpy().T.copy()  # (40, K): `project` without a torch call per frame
         self.weights = np.ones(model.config.num_coefficients, np.float32)
         self.weights[0] = OPENING_WEIGHT
         self.bank, self.coefficients, self.poses = np.asarray(frames), self.project(shapes), poses
@@ -70,10 +70,9 @@ class ReferencePicker:
 
     def project(self, shapes: np.ndarray) -> np.ndarray:
         """The coordinates references are matched in: the shape change along the basis
-        (in the avatar's units), the opening weighted up by `OPENING_WEIGHT`."""
-        with torch.inference_mode():
-            change = torch.from_numpy((shapes - self.mean_shape).astype(np.float32))
-            return (self.model.coefficients(change) * self.model.scale).numpy() * self.weights
+        (in the avatar's units: `MouthModel.coefficients` times its scale), the opening
+        weighted up by `OPENING_WEIGHT`."""
+        return ((shapes - self.mean_shape).astype(np.float32) @ self.along_basis) * self.weights
 
     def resting(self, shapes: np.ndarray) -> np.ndarray:
         """(T,) whether each wanted shape is the rest shape (no one speaks)."""

@@ -258,7 +258,7 @@ class UNetRunner:
     def __init__(self, forward: Forward, backend: str, precision: str, device: torch.device, workers: int = 1):
         self._forward = forward
         self.backend, self.precision, self.device, self.workers = backend, precision, device, workers
-        self._pool = _single_threaded_pool(workers) if workers > 1 else None
+        self._pool = single_threaded_pool(workers) if workers > 1 else None
         self.psnr_db: float | None = None  # measured against fp32 by `from_model` when given samples
         self.rejected: tuple[str, float] | None = None  # (precision, dB) that failed the check
 
@@ -384,8 +384,10 @@ def _to_uint8(faces: torch.Tensor) -> torch.Tensor:
     return faces.permute(0, 2, 3, 1).mul(255).round_().clamp_(0, 255).to(torch.uint8)
 
 
-def _single_threaded_pool(workers: int) -> ThreadPoolExecutor:
-    """Worker threads whose torch ops each run on one thread.
+def single_threaded_pool(workers: int, name: str = "unet") -> ThreadPoolExecutor:
+    """Worker threads whose torch ops each run on one thread: for work that is many small
+    calls side by side (batches split over workers, live sessions), where intra-op threads
+    only wait on each other.
 
     Under OpenMP a thread keeps its own thread count once it has run torch's lazy thread
     init, but `torch.set_num_threads` also sets the default that new threads start from.
@@ -399,7 +401,7 @@ def _single_threaded_pool(workers: int) -> ThreadPoolExecutor:
         torch.get_num_threads()  # runs the lazy per-thread init while the default is 1
         started.wait()
 
-    pool = ThreadPoolExecutor(workers, initializer=init, thread_name_prefix="unet")
+    pool = ThreadPoolExecutor(workers, initializer=init, thread_name_prefix=name)
     for _ in range(workers):
         pool.submit(lambda: None)
     started.wait()

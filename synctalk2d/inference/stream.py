@@ -179,6 +179,8 @@ class Utterance:
     received_after: list[int] = field(default_factory=list)  # samples received once each chunk had arrived
     arrival_times: list[float] = field(default_factory=list)  # ... and when it arrived
     audio: GrowingArray = field(default_factory=GrowingArray)  # its samples, forgotten once spoken
+    unfed: list = field(default_factory=list)  # samples pushed but not yet given to the conditioning
+    complete: bool = False  # `end` was called: no more audio will come
     ready: deque = field(default_factory=deque)  # conditioning of frames made ready but not shown yet (see `for_frame`)
     next_ready: int = 0  # index of the frame ready[0] belongs to
     started: bool = False  # its first frame was shown
@@ -247,7 +249,7 @@ class LiveSession:
         return self.generator.frame(0).shape[1::-1]
 
     def _open(self) -> tuple[Utterance, bool]:
-        if not self.utterances or self.utterances[-1].conditioning.num_frames is not None:
+        if not self.utterances or self.utterances[-1].complete:
             self.utterances.append(Utterance(self.numbered, conditioning_stream(self.lipsync)))
             self.numbered += 1
             return self.utterances[-1], True
@@ -265,7 +267,7 @@ class LiveSession:
             samples = np.asarray(samples, np.float32)
             utterance, opened = self._open()
             self.arrivals.chunk(len(samples) / SAMPLE_RATE, now, opened)
-            utterance.conditioning.push(samples)
+            utterance.unfed.append(samples)  # the features are computed by the drawing thread, not the caller's
             utterance.audio.append(samples)
             utterance.received_after.append(utterance.received + len(samples))
             utterance.arrival_times.append(now)
@@ -273,8 +275,8 @@ class LiveSession:
     def end(self) -> None:
         """The utterance being received is complete: its last frames can be drawn."""
         with self.lock:
-            if self.utterances and self.utterances[-1].conditioning.num_frames is None:
-                self.utterances[-1].conditioning.end()
+            if self.utterances:
+                self.utterances[-1].complete = True
 
     def interrupt(self) -> list[dict]:
         """Stop speaking now: everything not yet shown is dropped."""
@@ -282,6 +284,14 @@ class LiveSession:
             events = [{"type": "utterance_ended", "utterance": u.number, "interrupted": True} for u in self.utterances if u.started]
             self.utterances.clear()
             return events
+
+    @staticmethod
+    def _feed(utterance: Utterance, pieces: list[np.ndarray], complete: bool) -> list:
+        for samples in pieces:
+            utterance.conditioning.push(samples)
+        if complete and utterance.conditioning.num_frames is None:
+            utterance.conditioning.end()
+        return utterance.conditioning.take()
 
     def _may_start(self, utterance: Utterance, now: float | None) -> bool:
         """Whether the first frame can be shown without a later one waiting for its audio:
@@ -300,13 +310,18 @@ class LiveSession:
         a frame is ready). Ticks count 25 fps frames; skipped ticks advance the walk so the
         recording keeps its pace. ``draw=False`` decides the frame and its audio without
         drawing it (a transport that fell behind). Decisions are made under the lock, the
-        drawing outside it, so a push never waits for a decode or a paste."""
+        drawing outside it, so a push never waits for the features, a decode or a paste."""
         with self.lock:
             steps = tick - self.tick if self.tick >= 0 else 1
             self.tick = tick
             source = int(self.walk.take(max(steps, 1))[-1])
+            arrived = [(u, u.unfed, u.complete) for u in self.utterances]
             for utterance in self.utterances:
-                utterance.ready.extend(utterance.conditioning.take())
+                utterance.unfed = []
+        taken = [(u, self._feed(u, pieces, complete)) for u, pieces, complete in arrived]  # only this thread touches the conditioning
+        with self.lock:
+            for utterance, shapes in taken:
+                utterance.ready.extend(shapes)
             while self.utterances and self.utterances[0].done and not self.utterances[0].started:
                 self.utterances.popleft()  # an utterance with no frames at all
             utterance = self.utterances[0] if self.utterances else None

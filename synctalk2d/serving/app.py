@@ -32,7 +32,6 @@ import secrets
 import shutil
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +44,7 @@ from starlette.datastructures import UploadFile
 
 from synctalk2d.errors import UserError
 from synctalk2d.inference.lipsync import LipSync
+from synctalk2d.inference.runtime import single_threaded_pool
 from synctalk2d.media.audio import SAMPLE_RATE, load_audio
 from synctalk2d.media.video import probe_video
 from synctalk2d.serving import live
@@ -151,7 +151,7 @@ def create_app(avatars: AvatarStore | str | Path, settings: ServerSettings | Non
                 await run_in_threadpool(sweep)
 
         task = asyncio.create_task(sweeper())
-        app.state.frame_pool = ThreadPoolExecutor(settings.frame_threads, thread_name_prefix="live-frame")
+        app.state.frame_pool = single_threaded_pool(settings.frame_threads, "live-frame")  # small model calls side by side
         yield
         task.cancel()
         if webrtc_sessions is not None:
