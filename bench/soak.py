@@ -4,8 +4,10 @@
 
 Starts `synctalk2d serve` in its own process (default avatar: the bundled sample, trained
 with the defaults), then one aiortc peer on loopback plays speech and silence in turns
-(4 s of the bundled speech, 4 s of silence) into the call as its audio track, at real-time
-pace, and records both tracks coming back. Per utterance, at the receiver: the speech onset
+(the first 4 s of the bundled speech, the same every time, then 4 s of silence) into the
+call as its audio track, at real-time pace, and records both tracks coming back. The same
+words each time: their mouth opens at the same offset from their onset while voice and
+lips stay together, so a change in offset is a change in sync, not in the words. Per utterance, at the receiver: the speech onset
 in the received audio and the frame where the received mouth opens half way (dlib
 landmarks on the received frames), both on the sender's clock (RTP time, each track
 aligned on its fastest packet), and their offset in frames. The renderer opens lips up to
@@ -36,15 +38,19 @@ from aiortc.contrib.media import MediaPlayer
 from aiortc.mediastreams import MediaStreamError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from stream import build_avatar, start_server  # noqa: E402
+from stream import build_avatar, publish, start_server  # noqa: E402
 
 from synctalk2d.audio.vad import LEAD_FRAMES  # noqa: E402
 from synctalk2d.demo import SAMPLE_SPEECH, sample_path  # noqa: E402
 from synctalk2d.face.landmarks import landmark_detector  # noqa: E402
+from synctalk2d.inference.stream import GATE_PREROLL_SECONDS  # noqa: E402
 from synctalk2d.media.audio import load_audio  # noqa: E402
 
 SPEAK, QUIET = 4.0, 4.0  # seconds of speech, then of silence, in turns
-WINDOW = (-0.4, 0.6)  # seconds around an onset where the mouth's opening is looked for
+WINDOW = (
+    0.04 - GATE_PREROLL_SECONDS,
+    0.6,
+)  # seconds around an onset where the mouth's opening is looked for: from the utterance's start (the gate opens that far ahead)
 
 
 def speech_and_silence(path: Path, minutes: float) -> int:
@@ -54,9 +60,8 @@ def speech_and_silence(path: Path, minutes: float) -> int:
     with av.open(str(path), "w") as container:
         stream = container.add_stream("pcm_s16le", rate=16000)
         stream.layout = "mono"
-        for turn in range(turns):
-            start = int((turn * 1.7) % (len(wav) / 16000 - SPEAK) * 16000)  # a different stretch each time
-            clip = np.concatenate([np.zeros(int(QUIET * 16000)), wav[start : start + int(SPEAK * 16000)]])
+        for _ in range(turns):
+            clip = np.concatenate([np.zeros(int(QUIET * 16000)), wav[: int(SPEAK * 16000)]])
             frame = av.AudioFrame.from_ndarray((np.clip(clip, -1, 1) * 32767).astype(np.int16)[None], format="s16", layout="mono")
             frame.sample_rate = 16000
             for packet in stream.encode(frame):
@@ -188,6 +193,7 @@ async def soak(port: int, wav_path: Path, seconds: float, server_pid: int) -> di
         "utterances_measured": int(len(measured)),
         "offset_frames": {"median": median, "min": float(measured.min()), "max": float(measured.max())} if len(measured) else None,
         "within_1_frame_of_median": float(np.mean(np.abs(measured - median) <= 1)) if len(measured) else None,
+        "offsets_by_utterance": [None if o is None else round(o, 2) for o in offsets],
         "video_frames": receiver.video_count,
         "video_frames_lost": int(receiver.lost_frames),
         "arrival_drift_ms_last_vs_first_minute": drift,
@@ -211,7 +217,7 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(10)
-    report = json.dumps(
+    publish(
         {
             "date": time.strftime("%Y-%m-%d"),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
@@ -220,11 +226,8 @@ def main() -> None:
             "turns_sent": turns,
             **result,
         },
-        indent=2,
+        args.figures,
     )
-    print(report)
-    if args.figures:
-        args.figures.write_text(report + "\n")
 
 
 if __name__ == "__main__":

@@ -59,6 +59,14 @@ CHUNK = 320  # samples: 20 ms at 16 kHz (the default chunk)
 HELD_SHARE = 0.02  # a session is real time while at most this share of its speaking frames came late
 
 
+def publish(report: dict, figures: Path | None) -> None:
+    """Print a bench's JSON, and write it to ``figures`` (a docs/figures file) if given."""
+    text = json.dumps(report, indent=2)
+    print(text)
+    if figures:
+        figures.write_text(text + "\n")
+
+
 def build_avatar(workdir: Path) -> Path:
     from synctalk2d.preprocess import preprocess
     from synctalk2d.training.train import build_config, train
@@ -320,7 +328,7 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(10)
-    report = json.dumps(
+    publish(
         {
             "avatar": str(args.avatar or "bundled sample"),
             "cpu": platform.processor() or platform.machine(),
@@ -332,11 +340,8 @@ def main() -> None:
             "webrtc_sessions": capacity,
             "webrtc_sessions_sustained": max([r["sessions"] for r in capacity if r["realtime"]], default=0),
         },
-        indent=2,
+        args.figures,
     )
-    print(report)
-    if args.figures:
-        args.figures.write_text(report + "\n")
 
 
 if __name__ == "__main__":

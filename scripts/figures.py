@@ -104,6 +104,12 @@ HEADLINE: tuple[tuple[str, str, tuple, str], ...] = (
         ("summary", {"measure": "WebRTC sessions in real time, 480×480, encoding included"}, "value"),
         "benchmarks.md",
     ),
+    (
+        "speaking avatars one voice-agent process renders in real time at 480×480 (LiveKit/Pipecat plugins, before the framework's encoding)",
+        "agents",
+        ("summary", {"measure": "speaking avatars one agent process renders in real time"}, "value"),
+        "benchmarks.md",
+    ),
     ("render jobs through the queue, jobs/min (4 s of speech each, 1 worker)", "serve", ("render_jobs", {"workers": 1}, "jobs/min"), "benchmarks.md"),
     ("peak memory of `infer`, MB: 1 minute of speech", "long_render", ("runs", {"speech_minutes": 1}, "peak_rss_mb"), "benchmarks.md"),
     ("peak memory of `infer`, MB: 60 minutes of speech (a lecture)", "long_render", ("runs", {"speech_minutes": 60}, "peak_rss_mb"), "benchmarks.md"),

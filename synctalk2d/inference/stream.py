@@ -248,6 +248,12 @@ class LiveSession:
         """(width, height) of the frames."""
         return self.generator.frame(0).shape[1::-1]
 
+    @property
+    def busy(self) -> bool:
+        """An utterance is being spoken or waits to be."""
+        with self.lock:
+            return bool(self.utterances)
+
     def _open(self) -> tuple[Utterance, bool]:
         if not self.utterances or self.utterances[-1].complete:
             self.utterances.append(Utterance(self.numbered, conditioning_stream(self.lipsync)))

@@ -122,3 +122,23 @@ def fit_length(samples: np.ndarray, num_samples: int, offset: int = 0) -> np.nda
 def write_wav(path: str | Path, samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
     """16-bit PCM WAV."""
     sf.write(str(path), samples, sample_rate, subtype="PCM_16")
+
+
+class SpeechResampler:
+    """16-bit PCM at any rate and channel count, arriving in pieces (a TTS, a call's audio
+    track), as 16 kHz mono float speech. One resampler per stream: it keeps the filter's
+    state across pieces, so their joins are seamless."""
+
+    def __init__(self, sample_rate: int, channels: int = 1):
+        self.sample_rate, self.channels = sample_rate, channels
+        self.layout = "mono" if channels == 1 else "stereo"
+        self.resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+
+    def __call__(self, pcm: np.ndarray | bytes) -> np.ndarray:
+        samples = np.frombuffer(pcm, np.int16) if isinstance(pcm, bytes | bytearray | memoryview) else np.asarray(pcm, np.int16)
+        if self.channels > 2:  # PyAV's packed layouts here are mono and stereo: mix down first
+            samples = samples.reshape(-1, self.channels).mean(axis=1).astype(np.int16)
+        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono" if self.channels > 2 else self.layout)
+        frame.sample_rate = self.sample_rate
+        pieces = [piece.to_ndarray()[0] for piece in self.resampler.resample(frame)]
+        return (np.concatenate(pieces).astype(np.float32) / 32768.0) if pieces else np.zeros(0, np.float32)

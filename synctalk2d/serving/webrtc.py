@@ -31,7 +31,7 @@ from synctalk2d.errors import UserError
 from synctalk2d.inference.lipsync import LipSync
 from synctalk2d.inference.player import play
 from synctalk2d.inference.stream import LiveFrame, LiveSession, SpeechGate
-from synctalk2d.media.audio import SAMPLE_RATE
+from synctalk2d.media.audio import SAMPLE_RATE, SpeechResampler
 
 VIDEO_CLOCK = fractions.Fraction(1, 90000)
 AUDIO_CLOCK = fractions.Fraction(1, SAMPLE_RATE)
@@ -151,14 +151,16 @@ class WebRTCSession:
 
     async def _listen(self, track: MediaStreamTrack) -> None:
         """The client's audio track, as 16 kHz mono speech, cut into utterances."""
-        gate, resampler = SpeechGate(self.session), av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+        gate, resampler = SpeechGate(self.session), None
         while True:
             try:
                 frame = await track.recv()
             except MediaStreamError:
                 return
-            for piece in resampler.resample(frame):
-                gate.feed(piece.to_ndarray()[0].astype(np.float32) / 32768.0, time.perf_counter())
+            channels = len(frame.layout.channels)
+            if resampler is None or (resampler.sample_rate, resampler.channels) != (frame.sample_rate, channels):
+                resampler = SpeechResampler(frame.sample_rate, channels)
+            gate.feed(resampler(frame.to_ndarray().ravel()), time.perf_counter())
 
     async def _expire_unconnected(self) -> None:
         await asyncio.sleep(CONNECT_SECONDS)
