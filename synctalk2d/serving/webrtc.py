@@ -9,7 +9,8 @@ sender reports tie both RTP clocks to the same wall clock, which is what a brows
 lip sync works from. Speech reaches the session as the client's own audio track (cut into
 utterances by `SpeechGate`) or pushed by session id (`push`, `end`, `interrupt`, for a
 server-side TTS). A data channel the client opens carries the session's events as JSON
-and takes ``{"type": "end"}`` and ``{"type": "interrupt"}``.
+and takes ``{"type": "end"}`` and ``{"type": "interrupt"}``. A peer that hangs up, fails, or
+stops sending receiver reports for `SILENT_PEER_SECONDS` frees its session.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import json
 import time
 import uuid
 from concurrent.futures import Executor
+from datetime import datetime, timezone
 
 import av
 import numpy as np
@@ -38,6 +40,7 @@ AUDIO_CLOCK = fractions.Fraction(1, SAMPLE_RATE)
 AUDIO_PIECES = 2  # Opus frames of 20 ms per 40 ms tick
 QUEUED_FRAMES = 8  # per track: a sender this far behind loses its oldest frames
 CONNECT_SECONDS = 30.0  # a peer that has not connected by then is closed
+SILENT_PEER_SECONDS = 10.0  # a peer whose receiver reports stop this long has gone (ICE consent alone takes 30 s)
 
 
 class TickTrack(MediaStreamTrack):
@@ -131,6 +134,7 @@ class WebRTCSession:
             raise UserError(f"the offer is not a WebRTC session description this server can answer ({e})") from e
         self.tasks.append(asyncio.create_task(self._run()))
         self.tasks.append(asyncio.create_task(self._expire_unconnected()))
+        self.tasks.append(asyncio.create_task(self._watch_reports()))
         return self.peer.localDescription
 
     async def _run(self) -> None:
@@ -166,6 +170,16 @@ class WebRTCSession:
         await asyncio.sleep(CONNECT_SECONDS)
         if self.peer.connectionState != "connected":
             await self.close()
+
+    async def _watch_reports(self) -> None:
+        """Close the session when the peer's RTCP receiver reports stop: a client that vanished
+        (its process killed, its network gone) frees its place in seconds, not at the end
+        of ICE consent. A peer that never sent a report is left to consent."""
+        while not self.closed.is_set():
+            await asyncio.sleep(SILENT_PEER_SECONDS / 4)
+            reports = [r.timestamp for r in (await self.peer.getStats()).values() if r.type == "remote-inbound-rtp"]
+            if reports and (datetime.now(timezone.utc) - max(reports)).total_seconds() > SILENT_PEER_SECONDS:
+                await self.close()
 
     def send_events(self, events: list[dict]) -> None:
         if self.channel is not None and self.channel.readyState == "open":
