@@ -238,6 +238,7 @@ class LiveSession:
         self.walk = PingPong(len(lipsync.avatar), start_frame)
         self.utterances: deque[Utterance] = deque()
         self.arrivals = ArrivalPattern()
+        self.pending_events: list[dict] = []  # for the next frame (an interrupt's)
         self.lookahead = lookahead_seconds(lipsync)
         self.numbered = 0
         self.tick = -1
@@ -285,10 +286,13 @@ class LiveSession:
                 self.utterances[-1].complete = True
 
     def interrupt(self) -> list[dict]:
-        """Stop speaking now: everything not yet shown is dropped."""
+        """Stop speaking now: everything not yet shown is dropped. The ``utterance_ended``
+        events are returned and also carried by the next frame decided, so a stream sends
+        them after the last frame that spoke (one may be in the making as this is called)."""
         with self.lock:
             events = [{"type": "utterance_ended", "utterance": u.number, "interrupted": True} for u in self.utterances if u.started]
             self.utterances.clear()
+            self.pending_events += events
             return events
 
     @staticmethod
@@ -330,10 +334,11 @@ class LiveSession:
                 utterance.ready.extend(shapes)
             while self.utterances and self.utterances[0].done and not self.utterances[0].started:
                 self.utterances.popleft()  # an utterance with no frames at all
+            carried, self.pending_events = self.pending_events, []
             utterance = self.utterances[0] if self.utterances else None
             speaking = utterance is not None and (utterance.started or self._may_start(utterance, now))
             if speaking:
-                events = []
+                events = carried
                 if not utterance.started:
                     utterance.started = True
                     events.append({"type": "utterance_started", "utterance": utterance.number})
@@ -349,7 +354,7 @@ class LiveSession:
                     self.utterances.popleft()
                     events.append({"type": "utterance_ended", "utterance": utterance.number, "frames": utterance.next_ready, "interrupted": False})
         if not speaking:
-            return LiveFrame(self.generator.frame(source) if draw else None, source)
+            return LiveFrame(self.generator.frame(source) if draw else None, source, events=carried)
         image = self.generator.composite(source, self.generator.draw(np.array([source]), _batch(conditioning))[0]) if draw else None
         reference = int(conditioning[0]) if self.lipsync.conditioning == "mouth" else None
         return LiveFrame(image, source, audio, utterance.number, index, arrival, held, reference, events)

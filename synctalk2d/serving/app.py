@@ -448,9 +448,7 @@ def create_app(avatars: AvatarStore | str | Path, settings: ServerSettings | Non
             session = webrtc_session(session_id)
         except UserError as e:
             return error(404, str(e))
-        events = session.session.interrupt()
-        session.send_events(events)
-        return {"events": events}
+        return {"events": session.session.interrupt()}  # the data channel gets them with the next frame
 
     @app.delete("/v1/webrtc/{session_id}", status_code=204)
     async def webrtc_close(session_id: str):

@@ -150,8 +150,7 @@ async def _receive(websocket: WebSocket, session: LiveSession, outbox: Outbox) -
         if kind == "end":
             session.end()
         elif kind == "interrupt":
-            for event in session.interrupt():
-                outbox.put(("event", event))
+            session.interrupt()  # its events come with the next frame, after any frame still being drawn
         else:
             outbox.put(("event", {"type": "error", "message": 'text messages must be {"type": "end"} or {"type": "interrupt"}'}))
 

@@ -113,7 +113,7 @@ class WebRTCSession:
                 if kind == "end":
                     self.session.end()
                 elif kind == "interrupt":
-                    self.send_events(self.session.interrupt())
+                    self.session.interrupt()  # its events come with the next frame
                 else:
                     self.send_events([{"type": "error", "message": 'messages must be {"type": "end"} or {"type": "interrupt"}'}])
 
