@@ -92,7 +92,6 @@ class WebRTCSession:
         self.channel = None
         self.closed = asyncio.Event()
         self.tasks: list[asyncio.Task] = []
-        self.stats = {"frames": 0, "speaking_frames": 0, "held_frames": 0, "undrawn_frames": 0}
 
     async def answer(self, sdp: str, kind: str) -> RTCSessionDescription:
         @self.peer.on("track")
@@ -143,14 +142,8 @@ class WebRTCSession:
             if ticked.prepared is not None:
                 ticked.prepared.pts = ticked.tick * 3600
                 self.video.put(ticked.prepared)
-            else:
-                self.stats["undrawn_frames"] += 1
             for piece in audio_frames(frame.audio, ticked.tick):
                 self.audio.put(piece)
-            self.stats["frames"] += 1
-            if frame.utterance is not None:
-                self.stats["speaking_frames"] += 1
-                self.stats["held_frames"] += frame.held
             self.send_events(frame.events)
 
     async def _listen(self, track: MediaStreamTrack) -> None:
