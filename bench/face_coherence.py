@@ -1,6 +1,6 @@
 """One face or a pasted patch: the lower face of renders on moving heads, as JSON on stdout.
 
-    python bench/face_coherence.py [--workdir DIR] [--clips NAME...] [--pastes region warp]
+    python bench/face_coherence.py [--workdir DIR] [--clips NAME...] [--pastes region warp warp+bend]
                                    [--strips DIR] [--figures docs/figures/face_coherence.json]
 
 For every clip whose head moves (the pool's liveportrait, sadtalker and pcavs pose clips,
@@ -58,6 +58,8 @@ MOVING = [
     "hair_at_cheeks_10s",
 ]
 HOLDOUT_SHARE = 0.3
+VARIANTS = ("region", "warp", "warp+bend")  # "+bend": the drawn lips bent towards the wanted shape (`inference.mouth.LIP_REACH`)
+BEND_REACH = mouth_module.LIP_REACH or 1.0
 STRIP_FRAMES = 30
 
 
@@ -106,6 +108,16 @@ def lower_face_strip(avatar: Avatar, renders: dict[str, list[np.ndarray]], sched
     cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(rows, axis=0), cv2.COLOR_RGB2BGR))
 
 
+def use(variant: str) -> None:
+    """Draw mouths as ``variant`` (one of `VARIANTS`) says."""
+    mouth_module.PASTE = variant.split("+")[0]
+    mouth_module.LIP_REACH = BEND_REACH if variant.endswith("+bend") else 0.0
+
+
+def shipped_variant() -> str:
+    return mouth_module.PASTE + ("+bend" if mouth_module.PASTE == "warp" and mouth_module.LIP_REACH else "")
+
+
 def render_speed(root: Path, pastes: list[str]) -> tuple[dict[str, float], dict[str, list[np.ndarray]], np.ndarray]:
     """Frames/s of each paste rendering the held-out tail's audio (what evaluate renders),
     and the frames."""
@@ -117,7 +129,7 @@ def render_speed(root: Path, pastes: list[str]) -> tuple[dict[str, float], dict[
     schedule = frame_schedule(len(tail), int(tail[0]), start=0, loop_back=False)
     speeds, renders = {}, {}
     for paste in pastes:
-        mouth_module.PASTE = paste
+        use(paste)
         started = time.perf_counter()
         renders[paste] = list(lipsync.generator.frames(lipsync.chunks(features, schedule)))
         speeds[paste] = round(len(schedule) / (time.perf_counter() - started), 1)
@@ -131,11 +143,13 @@ def score(name: str, workdir: Path, pastes: list[str], strips: Path | None) -> d
     root = avatar_for(name, workdir)
     result: dict = {}
     for paste in pastes:
-        mouth_module.PASTE = paste
+        use(paste)
         report = evaluate(root, show_progress=False)
         speech = report["speech"]
         row = {key: round(speech["generated"][key], 4) for key in KEYS if key in speech["generated"]}
         row["sharpness_over_real"] = round(speech["generated"]["mouth_sharpness"] / speech["real"]["mouth_sharpness"], 3)
+        for key in ("mouth_movement", "mouth_opening_p95"):  # how far the render opens the lips against the real tail
+            row[f"{key}_over_real"] = round(speech["generated"][key] / speech["real"][key], 3)
         result[paste] = row
     result["unchanged"] = {key: round(report["speech"]["unchanged"][key], 4) for key in (*KEYS[:2], "jump_rate", "seam_over_real")}
     result["real"] = {key: round(report["speech"]["real"][key], 4) for key in KEYS[:2]}
@@ -155,11 +169,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", type=Path, default=Path("bench-face-coherence"))
     parser.add_argument("--clips", nargs="*", default=MOVING)
-    parser.add_argument("--pastes", nargs="*", default=["region", "warp"], choices=["region", "warp"])
+    parser.add_argument("--pastes", nargs="*", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--strips", type=Path)
     parser.add_argument("--figures", type=Path, help="also write the JSON here (docs/figures/face_coherence.json)")
     args = parser.parse_args()
-    shipped = mouth_module.PASTE
+    shipped = shipped_variant()
     per_clip = {}
     for name in args.clips:
         per_clip[name] = score(name, args.workdir, args.pastes, args.strips)
@@ -177,7 +191,10 @@ def main() -> None:
         ]
         summary.append(
             {"paste": paste + (" (shipped)" if paste == shipped else "")}
-            | {f"{key} (mean)": float(np.nanmean([row[key] for row in rows.values()])) for key in (*KEYS, "sharpness_over_real", "frames_per_second")}
+            | {
+                f"{key} (mean)": float(np.nanmean([row[key] for row in rows.values()]))
+                for key in (*KEYS, "sharpness_over_real", "mouth_movement_over_real", "mouth_opening_p95_over_real", "frames_per_second")
+            }
             | {
                 "lower_face_p95_over_unchanged (mean)": float(
                     np.nanmean([rows[n]["lower_face_p95_over_real"] / unchanged[n]["lower_face_p95_over_real"] for n in rows])

@@ -52,6 +52,8 @@ import cv2
 import numpy as np
 import soundfile as sf
 import torch
+from face_coherence import VARIANTS  # noqa: E402  (bench/, beside this script)
+from face_coherence import use as use_variant  # noqa: E402
 
 from synctalk2d.audio.vad import frame_activity, with_lead
 from synctalk2d.avatar import FPS, Avatar
@@ -63,7 +65,7 @@ from synctalk2d.face.lip_shape import aperture
 from synctalk2d.inference import mouth as mouth_module
 from synctalk2d.inference import picker as picker_module
 from synctalk2d.inference.generator import MouthGenerator
-from synctalk2d.inference.mouth import amplify, face_poses, settle
+from synctalk2d.inference.mouth import amplify, face_poses, settle, with_wanted
 from synctalk2d.inference.picker import Crossings, ReferencePicker
 from synctalk2d.inference.schedule import frame_schedule
 from synctalk2d.media.writer import VideoWriter
@@ -111,6 +113,7 @@ CROSSINGS = True  # cuts spread over a few frames (`--no-crossings`: cut)
 STRIPS: Path | None = None  # where rendered tails leave PNG strips of consecutive mouths (`--strips`)
 STRIP_FRAMES = 30
 ONLY: set[str] = set()  # score only these clips (`--clips`; the priors still leave out only their speakers)
+COMPARE_PASTE: str | None = None  # also render every tail with this paste on the same plan (`--compare-paste`)
 LANDMARKS = DEFAULT_LANDMARKS  # the landmark model the pool is preprocessed with (`--landmarks`)
 SMALL_SIDE = 256  # `--small-copies`: each named clip again as a SMALL_SIDE-pixel square video around its face
 SMALL_COPIES: dict[str, str] = {}  # copy name -> the clip it was made from: scored, never trained on
@@ -372,6 +375,7 @@ def score_mouth_model(clips: list[Clip], workdir: Path, render: bool = True) -> 
             references = picker.path(wanted, poses[targets])
             release = release_calibration(predicted, tail, rest, picker, poses[targets], clip.shapes)
             plan = Crossings(bank).plan(references) if CROSSINGS else np.stack([references, references, np.ones(len(references))], axis=1)
+            plan = with_wanted(plan, wanted)  # the lips drawn bend towards the wanted shape (`inference.mouth.LIP_REACH`)
             picked = clip.shapes[references]
             live = copy.copy(picker)  # the live stream's choice: each frame with no look-ahead (audio arriving in real time)
             live.previous = None
@@ -415,6 +419,18 @@ def score_mouth_model(clips: list[Clip], workdir: Path, render: bool = True) -> 
                     **{f"unchanged_{k}": v for k, v in rendered["unchanged"].items()},
                     **{f"real_tail_{k}": v for k, v in rendered["real"].items()},
                 }
+                if COMPARE_PASTE:  # the same plan drawn the other way: a paired comparison of the pastes
+                    shipped = mouth_module.PASTE, mouth_module.LIP_REACH
+                    use_variant(COMPARE_PASTE)
+                    try:
+                        other = rendered_tail(avatar, cut, plan, Motion(avatar))
+                    finally:
+                        mouth_module.PASTE, mouth_module.LIP_REACH = shipped
+                    per_clip[clip.name] |= {
+                        f"tail_rendered_r_{COMPARE_PASTE}": other["r_by_lag"][0],
+                        f"sharpness_over_real_{COMPARE_PASTE}": other["sharpness_over_real"],
+                        **{f"rendered_{COMPARE_PASTE}_{k}": v for k, v in other["rendered"].items()},
+                    }
     small_faces = small_faces_summary(per_clip, workdir) if SMALL_COPIES else None
     copies = {n: per_clip.pop(n) for n in list(per_clip) if n in SMALL_COPIES}  # reported beside the pool, not in its means
     # an r is nan where one side never moves (a tail the voice-activity rule calls silent
@@ -447,6 +463,7 @@ def score_mouth_model(clips: list[Clip], workdir: Path, render: bool = True) -> 
         "tail_mean_r_rendered": column("tail_rendered_r") if render else None,
         "tail_median_r_rendered": float(np.median([np.nan_to_num(v["tail_rendered_r"]) for v in per_clip.values()])) if render else None,
         "tail_median_best_lag_rendered": float(np.median([v["tail_rendered_best_lag"] for v in per_clip.values()])) if render else None,
+        **({f"tail_mean_r_rendered_{COMPARE_PASTE}": column(f"tail_rendered_r_{COMPARE_PASTE}")} if render and COMPARE_PASTE else {}),
         "picker_fidelity": column("tail_picked_r") / column("tail_wanted_r"),
         "release_calibration": {
             frames: {
@@ -611,19 +628,27 @@ def main() -> None:
     parser.add_argument("--crossing-lead", type=int, choices=[0, 1], help="frames of a crossing before its cut instead of the shipped number")
     parser.add_argument("--blend", choices=["feather", "poisson"], help="how the paste meets the frame instead of the shipped way")
     parser.add_argument("--paste", choices=["warp", "region"], help="what of the chosen frame is drawn (inference.mouth.PASTE) instead of the shipped way")
+    parser.add_argument(
+        "--lip-reach",
+        type=float,
+        help="how far the drawn lips bend towards the wanted shape (inference.mouth.LIP_REACH; 0: as recorded) instead of the shipped share",
+    )
+    parser.add_argument("--compare-paste", choices=VARIANTS, help="also render every tail this way (bench/face_coherence.py's variants), on the same plan")
     parser.add_argument("--no-crossings", action="store_true", help="cut between references instead of morphing over a few frames")
     parser.add_argument("--strips", type=Path, help="save PNG strips of 30 consecutive rendered-over-real mouths (head turn, fast syllables) here")
     parser.add_argument(
         "--small-copies", nargs="*", default=[], help=f"also score these clips as {SMALL_SIDE}-pixel videos around the face (small faces; never trained on)"
     )
     args = parser.parse_args()
-    global FOLDS, LANDMARKS, SWITCH_COST_SCALE, POSE_WEIGHT_SPEECH, HOLD_COST_SPEECH, CROSSINGS, ONLY, STRIPS
+    global FOLDS, LANDMARKS, SWITCH_COST_SCALE, POSE_WEIGHT_SPEECH, HOLD_COST_SPEECH, CROSSINGS, ONLY, STRIPS, COMPARE_PASTE
     FOLDS, LANDMARKS, SWITCH_COST_SCALE, CROSSINGS = args.folds, args.landmarks, args.switch_cost_scale, not args.no_crossings
     POSE_WEIGHT_SPEECH, HOLD_COST_SPEECH = args.pose_weight_speech, args.hold_cost_speech
     if args.blend:
         mouth_module.BLEND = args.blend
     if args.paste:
         mouth_module.PASTE = args.paste
+    if args.lip_reach is not None:
+        mouth_module.LIP_REACH = args.lip_reach
     if args.release_frames is not None:
         mouth_module.RELEASE_FRAMES = args.release_frames
     if args.motion_reach is not None:
@@ -634,7 +659,7 @@ def main() -> None:
         picker_module.OPENING_WEIGHT = args.opening_weight
     if args.crossing_lead is not None:
         picker_module.CROSSING_LEAD = args.crossing_lead
-    ONLY, STRIPS = set(args.clips or ()), args.strips
+    ONLY, STRIPS, COMPARE_PASTE = set(args.clips or ()), args.strips, args.compare_paste
     quick = args.tails_only or bool(ONLY)
     torch.manual_seed(0)
     started = time.monotonic()

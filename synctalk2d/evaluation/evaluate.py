@@ -121,6 +121,7 @@ def evaluate(avatar_dir: str | Path, preview: str | Path | None = None, silence_
         speech[name] = _speech_metrics(crops, landmarks, real_crops, real_landmarks, delay)
         speech[name]["mouth_sharpness"] = metrics.mean_sharpness(crops, _mouth_regions(real_landmarks))
         speech[name]["mouth_movement"] = float(metrics.mouth_aperture(landmarks).std())
+        speech[name]["mouth_opening_p95"] = float(np.percentile(metrics.mouth_aperture(landmarks), 95))  # how wide the lips open
         if syncnet is not None:
             speech[name].update(_sync(syncnet, crops, features, lipsync.feature_type))
     motion = Motion(avatar)
@@ -135,7 +136,11 @@ def evaluate(avatar_dir: str | Path, preview: str | Path | None = None, silence_
     regions = _mouth_regions(real_landmarks)
     speech["generated"]["audio_usage"] = metrics.mean_region_change(clips["generated"].arrays()[0], swapped, regions)
     speech["unchanged"]["audio_usage"] = 0.0  # the same frames whatever the audio
-    kept = {k: v for k, v in speech["real"].items() if k.startswith("sync") or k in ("mouth_sharpness", "mouth_movement", *MOTION_KEYS, *LOWER_FACE_KEYS)}
+    kept = {
+        k: v
+        for k, v in speech["real"].items()
+        if k.startswith("sync") or k in ("mouth_sharpness", "mouth_movement", "mouth_opening_p95", *MOTION_KEYS, *LOWER_FACE_KEYS)
+    }
     speech["real"] = kept | {"mouth_aperture_r": 1.0, "best_lag": 0}
     report = {
         "avatar": str(avatar.root),

@@ -20,6 +20,13 @@ def warp_region(image: np.ndarray, source: np.ndarray, destination: np.ndarray, 
     point (n, 2) moves to its ``destination`` point. Pixels outside the triangulated hull of
     the destination points keep their place, so the control points should enclose the box
     with fixed points (destination == source) along its border."""
+    map_x, map_y = warp_maps(source, destination, box)
+    return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def warp_maps(source: np.ndarray, destination: np.ndarray, box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """`warp_region`'s maps for `cv2.remap`: for each pixel of ``box``, where in the image
+    it reads from (float32 x and y), so that further maps can be composed onto them first."""
     x1, y1, x2, y2 = box
     width, height = x2 - x1, y2 - y1
     nodes = (height // GRID + 2, width // GRID + 2)  # rows, columns of grid nodes covering the box
@@ -41,5 +48,4 @@ def warp_region(image: np.ndarray, source: np.ndarray, destination: np.ndarray, 
     # bilinear between nodes: pixel (x, y) reads node (x / GRID, y / GRID)
     to_nodes = np.float32([[1 / GRID, 0, 0], [0, 1 / GRID, 0]])
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-    map_x, map_y = (cv2.warpAffine(mapped[..., k].astype(np.float32), to_nodes, (width, height), flags=flags, borderMode=cv2.BORDER_REPLICATE) for k in (0, 1))
-    return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return tuple(cv2.warpAffine(mapped[..., k].astype(np.float32), to_nodes, (width, height), flags=flags, borderMode=cv2.BORDER_REPLICATE) for k in (0, 1))

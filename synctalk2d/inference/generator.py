@@ -24,7 +24,7 @@ import numpy as np
 from synctalk2d.avatar import Avatar
 from synctalk2d.face.blend import paste_face, rect_alpha
 from synctalk2d.face.crop import MOUTH_MASK_RECT, align_face, mask_lower_face, model_crop, model_inputs, model_points
-from synctalk2d.inference.mouth import morph, paste_mouth
+from synctalk2d.inference.mouth import bends_lips, morph, paste_mouth
 
 # images (B, 320, 320, 6) uint8 reference+masked, audio windows (B, C, H, W) -> faces (B, 320, 320, 3) uint8
 Predictor = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -105,7 +105,8 @@ class MouthGenerator(FrameGenerator):
     """Frames whose mouth is taken from a reference frame of the avatar (see `inference.mouth`):
     the conditioning of each chunk is one row per source frame of (reference frame, the
     reference it crosses from, share of the new one) (`inference.picker.Crossings`), and
-    all the work is the paste, done in the pool."""
+    optionally the wanted lip shape (`inference.mouth.with_wanted`); all the work is the
+    paste, done in the pool."""
 
     def __init__(self, avatar: Avatar, landmarks: np.ndarray, workers: int = 2, width: int | None = None, cache_mb: int = 0):
         super().__init__(avatar, predict=None, workers=workers, width=width, cache_mb=cache_mb)
@@ -119,12 +120,14 @@ class MouthGenerator(FrameGenerator):
         reference, old, share = int(references[0]), int(references[1]), float(references[2])
         target = self.frame(frame_index)
         crossing = old != reference and share < 1
-        if reference == frame_index and not crossing:
+        wanted = references[3:] if len(references) > 3 else None
+        if reference == frame_index and not crossing and not bends_lips(wanted):
             return target
         scale = target.shape[1] / self.source_width  # the paste works at the output size
         side = scale * float(self.boxes[frame_index][2] - self.boxes[frame_index][0])
         cross_from = (self.frame(old), scale * self.landmarks[old], share) if crossing else None
-        return paste_mouth(target.copy(), scale * self.landmarks[frame_index], self.frame(reference), scale * self.landmarks[reference], side, cross_from)
+        points = scale * self.landmarks[frame_index]
+        return paste_mouth(target.copy(), points, self.frame(reference), scale * self.landmarks[reference], side, cross_from, wanted)
 
 
 COMPOSITOR_FEATHER = 24  # model-crop pixels over which the redrawn rectangle fades into the real crop

@@ -8,9 +8,11 @@
 2. `inference.picker`: which recorded frame lends its mouth to each output frame, chosen
    for the whole sequence (lips close to the wanted shape, head posed like the target,
    few cuts between unrelated moments of the recording), and cuts spread over a few frames.
-3. `paste_mouth`: one face. The target frame's own lower face is warped so that its lips
-   take the chosen mouth's outline and its chin follows (`warp_jaw_and_paste_lips`), then
-   only that frame's lips, teeth and the skin just around them are laid on, aligned to the
+3. `paste_mouth`: one face. The chosen mouth's lips are bent towards the wanted shape
+   (`LIP_REACH`, by a few pixels at most: openings the recording lacks are reached by
+   stretching a near one); the target frame's own lower face is warped so that its lips
+   take that outline and its chin follows (`warp_jaw_and_paste_lips`), then only the
+   chosen frame's lips, teeth and the skin just around them are laid on, aligned to the
    target on the nose and upper face contour, colour-matched and feathered in, warped from
    full frame to full frame in one step: the cheeks, hair, shadows and jaw line are the
    target's own on every frame, and every pixel of the mouth is a real pixel of the
@@ -31,8 +33,8 @@ import torch
 from synctalk2d.audio.speech_features import SpeechFeatureStream
 from synctalk2d.audio.vad import LEAD_FRAMES, VoiceActivity, with_lead
 from synctalk2d.face.crop import ALIGN_POINTS, alignment
-from synctalk2d.face.lip_shape import LIPS, levelled, lip_shapes, signed_aperture
-from synctalk2d.face.warp import warp_region
+from synctalk2d.face.lip_shape import CORNERS, LIPS, NUM_LIP_POINTS, levelled, lip_shapes, signed_aperture
+from synctalk2d.face.warp import warp_maps, warp_region
 from synctalk2d.inference.picker import BlockPath, Crossings, ReferencePicker
 from synctalk2d.models.checkpoint import load_avatar_mouth
 from synctalk2d.models.mouth import predict_shapes
@@ -49,7 +51,13 @@ BLEND = "feather"  # how the pasted region meets the target: a feathered, colour
 # line, hair and shadows stay the target's); "region" pastes the mouth and most of the chin
 PASTE = "warp"
 OUTER_LIPS = list(range(48, 60))
+LIP_TUCK = 0.01  # of the face's crop-box side: the frame's own lip border goes this far under the drawn lips (a wide laugh's lipstick showed below them)
 LIP_MARGIN = 0.035  # of the face's crop-box side: skin around the lips pasted with them
+# the chosen mouth's lips are warped this share of the way to the wanted lip shape (0: drawn
+# as recorded), each point by at most MAX_LIP_MOVE of the face's crop-box side: openings a
+# short recording lacks are reached by stretching a near one, never a closed mouth torn open
+LIP_REACH = 1.0
+MAX_LIP_MOVE = 0.02
 NECK_REACH = 0.3  # of the face's crop-box side: how far below the jaw the warp reaches (neck, collar) ...
 NECK_FOLLOW = 0.5  # ... and how much of the chin's move the skin just below the jaw takes
 MAX_COLOUR_SHIFT = 16.0  # grey levels: a larger mismatch is content, not lighting
@@ -100,27 +108,40 @@ class ReferencePlan:
     same result: the picker decides in blocks (`inference.picker.BlockPath`) and a crossing
     waits for the reference after it, so a file of any length is planned in the memory of
     one block. ``targets`` are the avatar frames of the whole sequence (small: one index
-    per frame)."""
+    per frame). Each row carries its frame's wanted shape after the three columns, for the
+    paste to bend the chosen lips towards (`LIP_REACH`)."""
 
     def __init__(self, conditioning: MouthConditioning, targets: np.ndarray):
         self.conditioning, self.targets = conditioning, np.asarray(targets)
         self.received = 0  # shapes pushed so far
         self.path = BlockPath(conditioning.picker())
         self.crossings = Crossings(conditioning.bank)
+        self.unplanned: list[np.ndarray] = []  # wanted shapes of the frames whose rows are not returned yet
 
     def push(self, shapes: np.ndarray) -> np.ndarray:
-        """(n, 3) rows decided now that the next ``shapes`` have arrived (fewer than given:
+        """(n, 43) rows decided now that the next ``shapes`` have arrived (fewer than given:
         the picker looks ahead)."""
         targets = self.targets[self.received : self.received + len(shapes)]
         if len(targets) < len(shapes):
             raise ValueError(f"{self.received + len(shapes)} shapes for {len(self.targets)} target frames")
         self.received += len(shapes)
+        self.unplanned.extend(shapes)
         positions = self.path.push(shapes, self.conditioning.poses[targets])
-        return self.crossings.push(self.conditioning.bank[positions])
+        return self._with_shapes(self.crossings.push(self.conditioning.bank[positions]))
 
     def finish(self) -> np.ndarray:
         """The rows of every frame not yet returned (the sequence has ended)."""
-        return np.concatenate([self.crossings.push(self.conditioning.bank[self.path.finish()]), self.crossings.finish()])
+        return self._with_shapes(np.concatenate([self.crossings.push(self.conditioning.bank[self.path.finish()]), self.crossings.finish()]))
+
+    def _with_shapes(self, rows: np.ndarray) -> np.ndarray:
+        shapes, self.unplanned = self.unplanned[: len(rows)], self.unplanned[len(rows) :]
+        return with_wanted(rows, np.array(shapes, np.float64).reshape(len(rows), NUM_LIP_POINTS * 2))
+
+
+def with_wanted(rows: np.ndarray, shapes: np.ndarray) -> np.ndarray:
+    """(n, 3) rows of (reference, reference crossed from, share) with each frame's wanted
+    lip shape (n, 40) appended: the plan `MouthGenerator` draws."""
+    return np.concatenate([rows.reshape(-1, 3), shapes.reshape(len(shapes), NUM_LIP_POINTS * 2)], axis=1)
 
 
 def face_poses(landmarks: np.ndarray) -> np.ndarray:
@@ -241,6 +262,12 @@ def paste_outline(points: np.ndarray, face_side: float) -> np.ndarray:
     return hull + grow * face_side * outward / np.maximum(np.linalg.norm(outward, axis=1, keepdims=True), 1e-6)
 
 
+def bends_lips(wanted: np.ndarray | None) -> bool:
+    """Whether `paste_mouth` bends the drawn lips to ``wanted``: a frame that lends its own
+    mouth is then drawn too, not left as recorded, or its lips would jump by the bend."""
+    return wanted is not None and PASTE == "warp" and LIP_REACH > 0
+
+
 def paste_mouth(
     target: np.ndarray,
     target_points: np.ndarray,
@@ -248,15 +275,18 @@ def paste_mouth(
     reference_points: np.ndarray,
     face_side: float,
     cross_from: tuple[np.ndarray, np.ndarray, float] | None = None,
+    wanted: np.ndarray | None = None,
 ) -> np.ndarray:
     """Draw the ``reference`` frame's mouth on the ``target`` frame (in place, returned), as
     `PASTE` says: `warp_jaw_and_paste_lips` or `paste_region`. Points are each frame's 68
     landmarks in its own pixels; ``face_side`` is the target's crop-box side, which sizes
     margins and feathering. ``cross_from`` (frame, its points, share) is a mouth being left
     (`inference.picker.Crossings`): what is drawn is then that mouth morphed ``share`` of
-    the way into the reference's."""
-    paste = warp_jaw_and_paste_lips if PASTE == "warp" else paste_region
-    return paste(target, target_points, reference, reference_points, face_side, cross_from)
+    the way into the reference's. ``wanted`` is the lip shape (40,) asked for: the warp
+    bends the drawn lips towards it (`LIP_REACH`); the region paste draws them as recorded."""
+    if PASTE == "warp":
+        return warp_jaw_and_paste_lips(target, target_points, reference, reference_points, face_side, cross_from, wanted)
+    return paste_region(target, target_points, reference, reference_points, face_side, cross_from)
 
 
 def warp_jaw_and_paste_lips(
@@ -266,12 +296,14 @@ def warp_jaw_and_paste_lips(
     reference_points: np.ndarray,
     face_side: float,
     cross_from: tuple[np.ndarray, np.ndarray, float] | None = None,
+    wanted: np.ndarray | None = None,
 ) -> np.ndarray:
     """One face: the target's own lower face is warped (piecewise affine on its landmarks,
-    `face.warp`) so that its lips take the chosen mouth's outline and its chin and jaw
+    `face.warp`) so that its lips take the drawn mouth's outline and its chin and jaw
     follow the lower lip (the more, the nearer the chin), with the skin below the jaw
     following part of the way; then only the lips, teeth and a `LIP_MARGIN` of skin around
-    them are pasted from the reference, aligned on the upper face as `paste_region` does.
+    them are pasted from the reference, aligned on the upper face as `paste_region` does,
+    and bent towards the ``wanted`` lip shape (`toward_shape`).
     Hair, shadows, the jaw line and the light on the cheeks are the target's on every frame."""
     sources = [(reference, reference_points)] + ([cross_from[:2]] if cross_from is not None else [])
     matrices = [alignment(points, target_points) for _, points in sources]
@@ -279,16 +311,34 @@ def warp_jaw_and_paste_lips(
         return target
     moved = [points @ matrix[:, :2].T + matrix[:, 2] for (_, points), matrix in zip(sources, matrices)]
     share = cross_from[2] if cross_from is not None else 1.0
-    lips = moved[0][LIPS] if cross_from is None else share * moved[0][LIPS] + (1 - share) * moved[1][LIPS]
+    recorded = moved[0][LIPS] if cross_from is None else share * moved[0][LIPS] + (1 - share) * moved[1][LIPS]
+    lips = recorded if wanted is None or not LIP_REACH else toward_shape(recorded, wanted, face_side)
     _warp_jaw(target, target_points, lips, face_side)
     hull = cv2.convexHull(np.concatenate([m[OUTER_LIPS] for m in moved] + [lips[: len(OUTER_LIPS)]]).astype(np.float32))[:, 0]
     grow, blur = max(1, round(LIP_MARGIN * face_side)), max(1, round(FEATHER * face_side / 2))
-    return _lay_in(target, hull, sources, matrices, share, grow, blur)
+    bend = (recorded, lips) if lips is not recorded else None
+    return _lay_in(target, hull, sources, matrices, share, grow, blur, bend=bend)
+
+
+def toward_shape(lips: np.ndarray, wanted: np.ndarray, face_side: float) -> np.ndarray:
+    """The 20 ``lips`` points (pixels, on a face whose crop-box side is ``face_side``) moved
+    `LIP_REACH` of the way to the ``wanted`` lip shape (`face.lip_shape`: centred, level,
+    in crop sides) about their own centre and roll, each by at most `MAX_LIP_MOVE` sides."""
+    centre = lips.mean(axis=0)
+    own = levelled((lips - centre)[None] / face_side, *CORNERS)[0]
+    across = lips[CORNERS[1]] - lips[CORNERS[0]]
+    angle = np.arctan2(across[1], across[0])  # the roll `levelled` took out, put back
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    change = LIP_REACH * (np.asarray(wanted, np.float64).reshape(-1, 2) - own) @ rotation.T
+    length = np.linalg.norm(change, axis=1, keepdims=True)
+    change *= np.minimum(1.0, MAX_LIP_MOVE / np.maximum(length, 1e-9))
+    return (lips + face_side * change).astype(np.float32)
 
 
 def _warp_jaw(target: np.ndarray, points: np.ndarray, lips: np.ndarray, face_side: float) -> None:
-    """Warp ``target`` (in place) so its lips (``points[48:68]``) move to ``lips`` and its
-    chin and jaw follow the lower lip's move, tapering to nothing at the ears."""
+    """Warp ``target`` (in place) so its lips (``points[48:68]``) move to ``lips``, their
+    border `LIP_TUCK` inside the outline (under the mouth laid on), and its chin and jaw
+    follow the lower lip's move, tapering to nothing at the ears."""
     drop = lips[57 - 48] - points[57]  # where the bottom of the lower lip goes
     jaw = points[JAW].astype(np.float32)
     follow = np.clip((jaw[:, 1] - points[2, 1]) / max(points[8, 1] - points[2, 1], 1.0), 0.0, 1.0)[:, None]
@@ -296,8 +346,10 @@ def _warp_jaw(target: np.ndarray, points: np.ndarray, lips: np.ndarray, face_sid
     outward = (jaw - centre) / np.maximum(np.linalg.norm(jaw - centre, axis=1, keepdims=True), 1e-6)
     below = jaw + NECK_REACH * face_side * outward
     fixed = points[[1, 15, 31, 32, 33, 34, 35]].astype(np.float32)  # the face contour beside the nose and the nose stay
+    outer = lips[: len(OUTER_LIPS)]
+    inward = (outer.mean(axis=0) - outer) / np.maximum(np.linalg.norm(outer - outer.mean(axis=0), axis=1, keepdims=True), 1e-6)
     movable = np.concatenate([jaw, below, points[OUTER_LIPS]]).astype(np.float32)
-    destination = np.concatenate([jaw + follow * drop, below + NECK_FOLLOW * follow * drop, lips[: len(OUTER_LIPS)]]).astype(np.float32)
+    destination = np.concatenate([jaw + follow * drop, below + NECK_FOLLOW * follow * drop, outer + LIP_TUCK * face_side * inward]).astype(np.float32)
     everything = np.concatenate([fixed, movable, destination])
     h, w = target.shape[:2]
     margin = 0.1 * face_side
@@ -352,6 +404,7 @@ def _lay_in(
     grow: int,
     blur: int,
     ring_rule: Callable[[np.ndarray, tuple[int, int]], np.ndarray] | None = None,
+    bend: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Lay the source frames (aligned onto the target by ``matrices``; a second one is a
     mouth being left, morphed ``share`` of the way into the first) onto ``target`` (in
@@ -361,18 +414,26 @@ def _lay_in(
     sharp as the recording; only the hull's bounding box is touched. The colour is matched
     on a ring just outside the region (``ring_rule(ring, (x1, y1))`` may keep part of it):
     the median difference of the aligned pixels, which a nostril's shadow or a strand of
-    hair entering the thin ring does not shift (a mean did, and the mouth flickered)."""
+    hair entering the thin ring does not shift (a mean did, and the mouth flickered).
+    ``bend`` (points, where they go; target pixels) warps the aligned mouth piecewise
+    affinely before it is laid in, the box's border staying put."""
     h, w = target.shape[:2]
     x1, y1 = np.floor(hull.min(axis=0)).astype(int) - 2 * grow - 3 * blur
     x2, y2 = np.ceil(hull.max(axis=0)).astype(int) + 2 * grow + 3 * blur
     x1, y1, x2, y2 = max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)
     if x2 - x1 < 4 or y2 - y1 < 4:
         return target
+    bent = _bend_maps(bend, (x1, y1, x2, y2)) if bend is not None else None
     warped = []
     for (frame, _), matrix in zip(sources, matrices):
-        shift = matrix.copy()
-        shift[:, 2] -= (x1, y1)
-        warped.append(cv2.warpAffine(frame, shift, (x2 - x1, y2 - y1), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
+        if bent is None:
+            shift = matrix.copy()
+            shift[:, 2] -= (x1, y1)
+            warped.append(cv2.warpAffine(frame, shift, (x2 - x1, y2 - y1), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
+            continue
+        back = cv2.invertAffineTransform(matrix)  # target pixels -> this source's pixels: one resampling from its full frame
+        map_x, map_y = ((back[k, 0] * bent[0] + back[k, 1] * bent[1] + back[k, 2]).astype(np.float32) for k in (0, 1))
+        warped.append(cv2.remap(frame, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
     warped = morph(warped[1], warped[0], share) if len(warped) > 1 else warped[0]
     region = np.zeros((y2 - y1, x2 - x1), np.uint8)
     cv2.fillConvexPoly(region, np.round(hull - (x1, y1)).astype(np.int32), 1)
@@ -397,6 +458,16 @@ def _lay_in(
     alpha = cv2.GaussianBlur(region.astype(np.float32), (0, 0), blur / 2)[..., None]
     target[y1:y2, x1:x2] = (warped * alpha + patch * (1 - alpha) + 0.5).astype(np.uint8)
     return target
+
+
+def _bend_maps(bend: tuple[np.ndarray, np.ndarray], box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Target pixels of ``box`` -> where they read from before the ``bend`` (points, where
+    they go), the box's corners and edge middles staying put."""
+    x1, y1, x2, y2 = box
+    border = np.array([[x, y] for x in (x1, (x1 + x2 - 1) / 2, x2 - 1) for y in (y1, (y1 + y2 - 1) / 2, y2 - 1)], np.float32)
+    border = border[np.any(border != ((x1 + x2 - 1) / 2, (y1 + y2 - 1) / 2), axis=1)]
+    points, to = (np.concatenate([p, border]).astype(np.float32) for p in bend)
+    return warp_maps(points, to, box)
 
 
 def morph(old: np.ndarray, new: np.ndarray, share: float) -> np.ndarray:

@@ -39,6 +39,7 @@ from synctalk2d.audio.windows import FRAMES_BEFORE, FRAMES_PER_WINDOW
 from synctalk2d.avatar import FPS, SAMPLES_PER_FRAME
 from synctalk2d.errors import UserError
 from synctalk2d.inference.lipsync import LipSync
+from synctalk2d.inference.mouth import with_wanted
 from synctalk2d.inference.picker import Crossings
 from synctalk2d.inference.schedule import PingPong
 from synctalk2d.media.audio import SAMPLE_RATE
@@ -78,11 +79,12 @@ class MouthReferences:
         return list(self.shapes.take()[1])
 
     def for_frame(self, shape: np.ndarray, source: int, ahead: list[np.ndarray]) -> np.ndarray:
-        """(reference, reference it crosses from, share) for ``shape`` drawn on avatar frame
+        """(reference, reference it crosses from, share, the wanted shape) for ``shape`` drawn on avatar frame
         ``source``, with the shapes ``ahead`` of it (their targets are taken to be posed as
         ``source``: the head moves little within the look-ahead)."""
         shapes = np.stack([shape, *ahead[:PICK_LOOKAHEAD_FRAMES]])
-        return np.array(self.crossings(*self.pick(shapes, np.repeat(self.poses[source][None], len(shapes), axis=0))), np.float64)
+        row = np.array(self.crossings(*self.pick(shapes, np.repeat(self.poses[source][None], len(shapes), axis=0))), np.float64)
+        return with_wanted(row, shape[None])[0]
 
 
 class AudioWindows:

@@ -3,13 +3,15 @@ and the pasted mouth changes the frame where the mouth is and not above."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
 from synctalk2d.audio.vad import voice_activity
+from synctalk2d.face.landmarks import landmark_detector
 from synctalk2d.face.lip_shape import aperture, lip_shapes
 from synctalk2d.inference.lipsync import LipSync
-from synctalk2d.inference.mouth import RELEASE_FRAMES, SMOOTHING, Settled, face_poses, paste_mouth, settle
+from synctalk2d.inference.mouth import MAX_LIP_MOVE, RELEASE_FRAMES, SMOOTHING, Settled, face_poses, paste_mouth, settle, toward_shape
 from synctalk2d.media.audio import load_audio
 from tests.conftest import fixture_path
 
@@ -150,6 +152,27 @@ def test_pasted_mouth_changes_the_mouth_and_keeps_the_rest(lipsync, mouth_avatar
     eyes_top = int(landmarks[target][36:48, 1].min())
     assert change[y1:y2, x1:x2].mean() > 8  # the mouth is the wide one now
     assert change[:eyes_top].max() == 0  # the eyes and everything above are untouched
+
+
+def test_drawn_lips_bend_towards_the_wanted_shape(mouth_avatar):
+    """A wanted opening wider than the chosen mouth's: the drawn lips, as the landmark model
+    sees them, open towards it (an opening the recording may lack), by at most the cap."""
+    landmarks, boxes = mouth_avatar.landmarks(), mouth_avatar.boxes()
+    shapes = lip_shapes(landmarks, boxes)
+    middle = int(np.argsort(aperture(shapes))[len(shapes) // 2])
+    wanted = shapes[middle].reshape(20, 2).copy()
+    wanted[[13, 14, 15], 1] -= 0.01  # the inner upper lip up, the inner lower lip down: 0.02 wider
+    wanted[[17, 18, 19], 1] += 0.01
+    frame, side = mouth_avatar.frame(middle), float(boxes[middle][2] - boxes[middle][0])
+    openings = {}
+    for name, shape in (("as recorded", None), ("bent", wanted.reshape(-1))):
+        drawn = paste_mouth(frame.copy(), landmarks[middle], frame, landmarks[middle], side, None, shape)
+        points = landmark_detector(mouth_avatar.info.landmark_model)(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+        openings[name] = float(aperture(lip_shapes(points[None], boxes[middle : middle + 1]))[0])
+    assert openings["bent"] - openings["as recorded"] > 0.01  # at least half the asked-for 0.02
+    recorded = landmarks[middle][48:68].astype(np.float32)
+    bent = toward_shape(recorded, wanted.reshape(-1), side)
+    assert np.linalg.norm(bent - recorded, axis=1).max() <= MAX_LIP_MOVE * side + 1e-3
 
 
 def test_speech_moves_the_rendered_mouth(lipsync):
