@@ -8,11 +8,13 @@ speaker_20s and both ``hard_faces/`` clips; ``--clips`` picks some), the avatar 
 user makes it (``preprocess``, then the default ``train`` with the last 30 % held out; the
 hard faces have no sound, so they are made with the bundled speech as their audio) and
 `evaluate` renders the held-out tail's audio onto the first 70 %'s frames, once per way of
-drawing the mouth (`inference.mouth.PASTE`). Per clip and paste it reports what `evaluate`
+drawing the mouth (`VARIANTS`: the old paste of mouth and chin, the warp with the lips as
+recorded, the warp with the lips bent to the wanted shape). Per clip and paste it reports what `evaluate`
 measures of the lower face (`evaluation.lower_face`: jumps of the aligned cheeks and chin
 against the real tail's 99th percentile, their 95th percentile against the real one, the
 foreign area against the frame drawn on) beside the lip jumps, the seam, the mouth's
-sharpness against the real tail's and the opening r at lag 0, and the render speed
+sharpness against the real tail's, the opening r at lag 0, how far the mouth opens
+(movement and 95th-percentile opening against the real tail's), and the render speed
 (frames/s of the held-out render, the paste alone, in this process). ``--strips DIR``
 saves, per clip, 30 consecutive whole lower faces at its fastest head turn: each paste's
 render above the frame it is drawn on.
@@ -151,7 +153,11 @@ def score(name: str, workdir: Path, pastes: list[str], strips: Path | None) -> d
         for key in ("mouth_movement", "mouth_opening_p95"):  # how far the render opens the lips against the real tail
             row[f"{key}_over_real"] = round(speech["generated"][key] / speech["real"][key], 3)
         result[paste] = row
-    result["unchanged"] = {key: round(report["speech"]["unchanged"][key], 4) for key in (*KEYS[:2], "jump_rate", "seam_over_real")}
+    unchanged = report["speech"]["unchanged"]
+    result["unchanged"] = {key: round(unchanged[key], 4) for key in (*KEYS[:2], "jump_rate", "seam_over_real")}
+    result["unchanged"]["sharpness_over_real"] = round(
+        unchanged["mouth_sharpness"] / report["speech"]["real"]["mouth_sharpness"], 3
+    )  # the recording's own mouths
     result["real"] = {key: round(report["speech"]["real"][key], 4) for key in KEYS[:2]}
     speeds, renders, schedule = render_speed(root, pastes)
     for paste in pastes:

@@ -2,7 +2,8 @@
 
     python bench/quality.py [--workdir DIR] [--minutes 30] [--landmarks mediapipe|dlib]
                             [--folds N] [--prior-only] [--skip-render] [--skip-mouth]
-                            [--tails-only] [--clips NAME...] [--strips DIR] [picker and paste variants, see --help]
+                            [--tails-only] [--clips NAME...] [--strips DIR] [--compare-paste region|warp|warp+bend]
+                            [picker and paste variants, see --help]
 
 Every opening r is Pearson's r of the mouth opening **at lag 0** against the real frames;
 best lags and r at a recording's found delay are diagnostics beside it.
@@ -28,7 +29,8 @@ best lags and r at a recording's found delay are diagnostics beside it.
    change and seams against the clip's whole recording, beside the unchanged frames' and
    the real tail's, and where the jumps fall: on crossings or elsewhere), summarised over
    all clips and for the heads that move most (``--strips DIR``: PNG strips of 30
-   consecutive mouths). ``release_calibration``: the wanted and picked r for several
+   consecutive mouths); ``--compare-paste`` draws every tail's plan a second way as well
+   (a paired comparison of the drawings). ``release_calibration``: the wanted and picked r for several
    lengths of the lips' release into rest after speech. The shipped prior is scored on
    ``mouth-eval-research/`` (research-only footage it never saw) beside it.
 2. ``rendered``: for speaker_20s and mimictalk_german_20s, the default

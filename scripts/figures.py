@@ -56,9 +56,9 @@ NOT_MEASURED = "*Not measured yet.*"
 # A path step is a key, a list index, or {column: value} picking the row that matches.
 HEADLINE: tuple[tuple[str, str, tuple, str], ...] = (
     (
-        "lip sync: rendered mouth opening vs the real one, Pearson r at lag 0 (speakers the model never saw)",
+        "lip sync: rendered mouth opening vs the real one, Pearson r at lag 0 (56 pool tails, speakers the model never saw)",
         "quality",
-        ("summary", {"measure": "pool tails, rendered"}, "value"),
+        ("pool_tails_by_paste", {"paste": "warp, lips bent to the wanted shape (shipped)"}, "rendered r at lag 0 (mean)"),
         "quality.md",
     ),
     (
@@ -77,7 +77,7 @@ HEADLINE: tuple[tuple[str, str, tuple, str], ...] = (
     (
         "one face: share of the lower face not from the frame drawn on (18 moving-head clips, mean; 0 is its own face)",
         "face_coherence",
-        ("summary", {"paste": "warp (shipped)"}, "foreign_area (mean)"),
+        ("summary", {"paste": "warp+bend (shipped)"}, "foreign_area (mean)"),
         "quality.md",
     ),
     (

@@ -51,7 +51,7 @@ BLEND = "feather"  # how the pasted region meets the target: a feathered, colour
 # line, hair and shadows stay the target's); "region" pastes the mouth and most of the chin
 PASTE = "warp"
 OUTER_LIPS = list(range(48, 60))
-LIP_TUCK = 0.01  # of the face's crop-box side: the frame's own lip border goes this far under the drawn lips (a wide laugh's lipstick showed below them)
+LIP_TUCK = 0.005  # of the face's crop-box side: the frame's own lip border goes this far under the drawn lips (a wide laugh's lipstick showed below them)
 LIP_MARGIN = 0.035  # of the face's crop-box side: skin around the lips pasted with them
 # the chosen mouth's lips are warped this share of the way to the wanted lip shape (0: drawn
 # as recorded), each point by at most MAX_LIP_MOVE of the face's crop-box side: openings a

@@ -159,7 +159,8 @@ def _settings(lipsync: LipSync, audio: Path, start_frame: int, loop_back: bool, 
     avatar = lipsync.avatar.root
     trained = [(p.name, p.stat().st_mtime_ns) for p in sorted(avatar.iterdir()) if p.suffix in (".json", ".safetensors")]
     stat = audio.stat()
-    identity = [str(audio.resolve()), stat.st_size, stat.st_mtime_ns, str(avatar.resolve()), trained, lipsync.renderer, mouth.PASTE, mouth.LIP_REACH, lipsync.batch_size]
+    drawing = [lipsync.renderer, mouth.PASTE, mouth.LIP_REACH, lipsync.batch_size]
+    identity = [str(audio.resolve()), stat.st_size, stat.st_mtime_ns, str(avatar.resolve()), trained, *drawing]
     return {
         "version": __version__,
         "inputs": hashlib.sha256(json.dumps(identity).encode()).hexdigest(),

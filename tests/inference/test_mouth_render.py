@@ -154,6 +154,15 @@ def test_pasted_mouth_changes_the_mouth_and_keeps_the_rest(lipsync, mouth_avatar
     assert change[:eyes_top].max() == 0  # the eyes and everything above are untouched
 
 
+def test_each_drawn_frame_carries_its_own_wanted_shape(lipsync):
+    """The plan's rows reach the paste with the wanted shape of their own frame, in order,
+    though the picker and the crossings decide them frames late."""
+    speech, _ = load_audio(fixture_path("speech_44k.wav"))
+    shapes = lipsync.audio_features(speech[: 6 * 16000])
+    rows = np.concatenate([rows for _, rows in lipsync.chunks(shapes, np.arange(len(shapes)) % len(lipsync.mouth.bank))])
+    np.testing.assert_allclose(rows[:, 3:], shapes, atol=1e-6)
+
+
 def test_drawn_lips_bend_towards_the_wanted_shape(mouth_avatar):
     """A wanted opening wider than the chosen mouth's: the drawn lips, as the landmark model
     sees them, open towards it (an opening the recording may lack), by at most the cap."""
