@@ -1,6 +1,6 @@
 """One face or a pasted patch: the lower face of renders on moving heads, as JSON on stdout.
 
-    python bench/face_coherence.py [--workdir DIR] [--clips NAME...] [--pastes region warp warp+bend]
+    python bench/face_coherence.py [--workdir DIR] [--clips NAME...] [--pastes VARIANT...]
                                    [--strips DIR] [--figures docs/figures/face_coherence.json]
 
 For every clip whose head moves (the pool's liveportrait, sadtalker and pcavs pose clips,
@@ -8,8 +8,9 @@ speaker_20s and both ``hard_faces/`` clips; ``--clips`` picks some), the avatar 
 user makes it (``preprocess``, then the default ``train`` with the last 30 % held out; the
 hard faces have no sound, so they are made with the bundled speech as their audio) and
 `evaluate` renders the held-out tail's audio onto the first 70 %'s frames, once per way of
-drawing the mouth (`VARIANTS`: the old paste of mouth and chin, the warp with the lips as
-recorded, the warp with the lips bent to the wanted shape). Per clip and paste it reports what `evaluate`
+drawing the mouth (`VARIANTS`: the old paste of mouth and chin as it shipped, the warp
+with the lips as recorded, the warp with the lips bent to the wanted shape, with the mouth
+resampled bilinearly or bicubically). Per clip and paste it reports what `evaluate`
 measures of the lower face (`evaluation.lower_face`: jumps of the aligned cheeks and chin
 against the real tail's 99th percentile, their 95th percentile against the real one, the
 foreign area against the frame drawn on) beside the lip jumps, the seam, the mouth's
@@ -60,8 +61,12 @@ MOVING = [
     "hair_at_cheeks_10s",
 ]
 HOLDOUT_SHARE = 0.3
-VARIANTS = ("region", "warp", "warp+bend")  # "+bend": the drawn lips bent towards the wanted shape (`inference.mouth.LIP_REACH`)
+# "+bend": the drawn lips bent towards the wanted shape (`inference.mouth.LIP_REACH`);
+# "+bilinear": the mouth resampled bilinearly (`inference.mouth.MOUTH_RESAMPLING`), as every
+# drawing did before bicubic; "region+bilinear" is the drawing shipped before the warp
+VARIANTS = ("region+bilinear", "warp", "warp+bend+bilinear", "warp+bend")
 BEND_REACH = mouth_module.LIP_REACH or 1.0
+RESAMPLING = mouth_module.MOUTH_RESAMPLING
 STRIP_FRAMES = 30
 
 
@@ -112,12 +117,15 @@ def lower_face_strip(avatar: Avatar, renders: dict[str, list[np.ndarray]], sched
 
 def use(variant: str) -> None:
     """Draw mouths as ``variant`` (one of `VARIANTS`) says."""
-    mouth_module.PASTE = variant.split("+")[0]
-    mouth_module.LIP_REACH = BEND_REACH if variant.endswith("+bend") else 0.0
+    paste, *options = variant.split("+")
+    mouth_module.PASTE = paste
+    mouth_module.LIP_REACH = BEND_REACH if "bend" in options else 0.0
+    mouth_module.MOUTH_RESAMPLING = cv2.INTER_LINEAR if "bilinear" in options else RESAMPLING
 
 
 def shipped_variant() -> str:
-    return mouth_module.PASTE + ("+bend" if mouth_module.PASTE == "warp" and mouth_module.LIP_REACH else "")
+    bend = "+bend" if mouth_module.PASTE == "warp" and mouth_module.LIP_REACH else ""
+    return mouth_module.PASTE + bend + ("+bilinear" if mouth_module.MOUTH_RESAMPLING == cv2.INTER_LINEAR else "")
 
 
 def render_speed(root: Path, pastes: list[str]) -> tuple[dict[str, float], dict[str, list[np.ndarray]], np.ndarray]:

@@ -1,7 +1,7 @@
 """End-to-end `synctalk2d infer` speed, as JSON on stdout.
 
     python bench/infer.py [--video FILE] [--audio FILE] [--widths full mobile] [--mouth-only]
-                          [--pastes region warp warp+bend] [--repeats N]
+                          [--pastes VARIANT...] [--repeats N]
                           [--backends auto onnx] [--avatar DIR]
 
 Preprocesses VIDEO (default: the bundled sample clip), trains each U-Net width for one

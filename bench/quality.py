@@ -2,7 +2,7 @@
 
     python bench/quality.py [--workdir DIR] [--minutes 30] [--landmarks mediapipe|dlib]
                             [--folds N] [--prior-only] [--skip-render] [--skip-mouth]
-                            [--tails-only] [--clips NAME...] [--strips DIR] [--compare-paste region|warp|warp+bend]
+                            [--tails-only] [--clips NAME...] [--strips DIR] [--compare-paste VARIANT]
                             [picker and paste variants, see --help]
 
 Every opening r is Pearson's r of the mouth opening **at lag 0** against the real frames;
@@ -422,12 +422,12 @@ def score_mouth_model(clips: list[Clip], workdir: Path, render: bool = True) -> 
                     **{f"real_tail_{k}": v for k, v in rendered["real"].items()},
                 }
                 if COMPARE_PASTE:  # the same plan drawn the other way: a paired comparison of the pastes
-                    shipped = mouth_module.PASTE, mouth_module.LIP_REACH
+                    drawn = mouth_module.PASTE, mouth_module.LIP_REACH, mouth_module.MOUTH_RESAMPLING
                     use_variant(COMPARE_PASTE)
                     try:
                         other = rendered_tail(avatar, cut, plan, Motion(avatar))
                     finally:
-                        mouth_module.PASTE, mouth_module.LIP_REACH = shipped
+                        mouth_module.PASTE, mouth_module.LIP_REACH, mouth_module.MOUTH_RESAMPLING = drawn
                     per_clip[clip.name] |= {
                         f"tail_rendered_r_{COMPARE_PASTE}": other["r_by_lag"][0],
                         f"sharpness_over_real_{COMPARE_PASTE}": other["sharpness_over_real"],

@@ -34,7 +34,7 @@ from synctalk2d.audio.speech_features import SpeechFeatureStream
 from synctalk2d.audio.vad import LEAD_FRAMES, VoiceActivity, with_lead
 from synctalk2d.face.crop import ALIGN_POINTS, alignment
 from synctalk2d.face.lip_shape import CORNERS, LIPS, NUM_LIP_POINTS, levelled, lip_shapes, signed_aperture
-from synctalk2d.face.warp import warp_maps, warp_region
+from synctalk2d.face.warp import warp_map, warp_region
 from synctalk2d.inference.picker import BlockPath, Crossings, ReferencePicker
 from synctalk2d.models.checkpoint import load_avatar_mouth
 from synctalk2d.models.mouth import predict_shapes
@@ -60,6 +60,12 @@ LIP_REACH = 1.0
 MAX_LIP_MOVE = 0.02
 NECK_REACH = 0.3  # of the face's crop-box side: how far below the jaw the warp reaches (neck, collar) ...
 NECK_FOLLOW = 0.5  # ... and how much of the chin's move the skin just below the jaw takes
+# how the mouth is resampled from the chosen frame, once (a crossing's slide along the optical
+# flow is composed into the same map): bicubic keeps teeth and lip edges as sharp as the
+# recording, where bilinear softened them; the lower face around it, moved a few pixels by
+# `_warp_jaw`, stays bilinear (its box is many times the mouth's, and bicubic there costs
+# more time than it shows)
+MOUTH_RESAMPLING = cv2.INTER_CUBIC
 MAX_COLOUR_SHIFT = 16.0  # grey levels: a larger mismatch is content, not lighting
 SMOOTHING = (0.15, 0.85)  # the previous and this frame's shape: no look-ahead, for live streams (more of the previous delays the lips)
 RELEASE_FRAMES = 16  # after speech the predicted lips ease into the rest shape over these frames
@@ -315,7 +321,7 @@ def warp_jaw_and_paste_lips(
     lips = recorded if wanted is None or not LIP_REACH else toward_shape(recorded, wanted, face_side)
     _warp_jaw(target, target_points, lips, face_side)
     hull = cv2.convexHull(np.concatenate([m[OUTER_LIPS] for m in moved] + [lips[: len(OUTER_LIPS)]]).astype(np.float32))[:, 0]
-    grow, blur = max(1, round(LIP_MARGIN * face_side)), max(1, round(FEATHER * face_side / 2))
+    grow, blur = max(1, round(LIP_MARGIN * face_side)), max(1, round(FEATHER * face_side))
     bend = (recorded, lips) if lips is not recorded else None
     return _lay_in(target, hull, sources, matrices, share, grow, blur, bend=bend)
 
@@ -416,25 +422,21 @@ def _lay_in(
     the median difference of the aligned pixels, which a nostril's shadow or a strand of
     hair entering the thin ring does not shift (a mean did, and the mouth flickered).
     ``bend`` (points, where they go; target pixels) warps the aligned mouth piecewise
-    affinely before it is laid in, the box's border staying put."""
+    affinely before it is laid in, the box's border staying put; a crossing slides the two
+    mouths along their optical flow (`morph`), composed into the same single resampling."""
     h, w = target.shape[:2]
     x1, y1 = np.floor(hull.min(axis=0)).astype(int) - 2 * grow - 3 * blur
     x2, y2 = np.ceil(hull.max(axis=0)).astype(int) + 2 * grow + 3 * blur
     x1, y1, x2, y2 = max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)
     if x2 - x1 < 4 or y2 - y1 < 4:
         return target
-    bent = _bend_maps(bend, (x1, y1, x2, y2)) if bend is not None else None
-    warped = []
-    for (frame, _), matrix in zip(sources, matrices):
-        if bent is None:
-            shift = matrix.copy()
-            shift[:, 2] -= (x1, y1)
-            warped.append(cv2.warpAffine(frame, shift, (x2 - x1, y2 - y1), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
-            continue
-        back = cv2.invertAffineTransform(matrix)  # target pixels -> this source's pixels: one resampling from its full frame
-        map_x, map_y = ((back[k, 0] * bent[0] + back[k, 1] * bent[1] + back[k, 2]).astype(np.float32) for k in (0, 1))
-        warped.append(cv2.remap(frame, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
-    warped = morph(warped[1], warped[0], share) if len(warped) > 1 else warped[0]
+    if bend is None and len(sources) == 1:
+        shift = matrices[0].copy()
+        shift[:, 2] -= (x1, y1)
+        warped = cv2.warpAffine(sources[0][0], shift, (x2 - x1, y2 - y1), flags=MOUTH_RESAMPLING, borderMode=cv2.BORDER_REPLICATE)
+    else:
+        reads = _bend_map(bend, (x1, y1, x2, y2)) if bend is not None else pixel_grid(x2 - x1, y2 - y1) + np.float32([x1, y1])
+        warped = _resampled(sources, matrices, share, reads)
     region = np.zeros((y2 - y1, x2 - x1), np.uint8)
     cv2.fillConvexPoly(region, np.round(hull - (x1, y1)).astype(np.int32), 1)
     disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))
@@ -460,24 +462,55 @@ def _lay_in(
     return target
 
 
-def _bend_maps(bend: tuple[np.ndarray, np.ndarray], box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+def _bend_map(bend: tuple[np.ndarray, np.ndarray], box: tuple[int, int, int, int]) -> np.ndarray:
     """Target pixels of ``box`` -> where they read from before the ``bend`` (points, where
-    they go), the box's corners and edge middles staying put."""
+    they go), the box's corners and edge middles staying put ((h, w, 2) x, y)."""
     x1, y1, x2, y2 = box
     border = np.array([[x, y] for x in (x1, (x1 + x2 - 1) / 2, x2 - 1) for y in (y1, (y1 + y2 - 1) / 2, y2 - 1)], np.float32)
     border = border[np.any(border != ((x1 + x2 - 1) / 2, (y1 + y2 - 1) / 2), axis=1)]
     points, to = (np.concatenate([p, border]).astype(np.float32) for p in bend)
-    return warp_maps(points, to, box)
+    return warp_map(points, to, box)
+
+
+def _resampled(sources: list[tuple[np.ndarray, np.ndarray]], matrices: list[np.ndarray], share: float, reads: np.ndarray) -> np.ndarray:
+    """The box whose pixels read the target's own pixels at ``reads`` ((h, w, 2): the box
+    itself, or the bend's map), drawn from the source frames aligned by ``matrices``, each
+    resampled once from its full frame. A crossing (two sources) is `morph`'s: the flow
+    between the two mouths is measured on a quick bilinear drawing of each, then each mouth
+    is read where its slide along that flow sends it, and the two are blended."""
+    backs = [cv2.invertAffineTransform(matrix) for matrix in matrices]  # target pixels -> each source's pixels
+    frames = [frame for frame, _ in sources]
+    if len(sources) == 1:
+        return cv2.remap(frames[0], cv2.transform(reads, backs[0]), None, MOUTH_RESAMPLING, borderMode=cv2.BORDER_REPLICATE)
+    quick = [cv2.remap(frame, cv2.transform(reads, back), None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) for frame, back in zip(frames, backs)]
+    flow = mouth_flow(quick[1], quick[0])
+    grid = pixel_grid(reads.shape[1], reads.shape[0])
+    slid = [cv2.remap(reads, grid + slide * flow, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) for slide in (1 - share, -share)]
+    new, old = (
+        cv2.remap(frame, cv2.transform(r, back), None, MOUTH_RESAMPLING, borderMode=cv2.BORDER_REPLICATE) for frame, r, back in zip(frames, slid, backs)
+    )
+    return cv2.addWeighted(old, 1 - share, new, share, 0)
+
+
+def pixel_grid(width: int, height: int) -> np.ndarray:
+    """(height, width, 2) float32 x, y of every pixel: the identity map of `cv2.remap`."""
+    x, y = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+    return np.dstack([x, y])
+
+
+def mouth_flow(old: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """(h, w, 2) dense optical flow (OpenCV's DIS) between two aligned uint8 RGB mouths:
+    old(p) ~ new(p + flow(p))."""
+    grey = [cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) for image in (old, new)]
+    return cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM).calc(grey[0], grey[1], None)
 
 
 def morph(old: np.ndarray, new: np.ndarray, share: float) -> np.ndarray:
     """Two aligned uint8 RGB images of mouths ``share`` (0..1) of the way from ``old`` to
-    ``new``: each is warped part of the way along their dense optical flow (OpenCV's DIS)
-    and the two are blended, so lips and teeth slide into place instead of showing twice."""
-    grey = [cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) for image in (old, new)]
-    flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM).calc(grey[0], grey[1], None)  # old(p) ~ new(p + flow(p))
-    h, w = grey[0].shape
-    x, y = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-    old_moved = cv2.remap(old, x - share * flow[..., 0], y - share * flow[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    new_moved = cv2.remap(new, x + (1 - share) * flow[..., 0], y + (1 - share) * flow[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    ``new``: each is warped part of the way along their dense optical flow and the two are
+    blended, so lips and teeth slide into place instead of showing twice."""
+    flow = mouth_flow(old, new)
+    grid = pixel_grid(old.shape[1], old.shape[0])
+    old_moved = cv2.remap(old, grid - share * flow, None, MOUTH_RESAMPLING, borderMode=cv2.BORDER_REPLICATE)
+    new_moved = cv2.remap(new, grid + (1 - share) * flow, None, MOUTH_RESAMPLING, borderMode=cv2.BORDER_REPLICATE)
     return cv2.addWeighted(old_moved, 1 - share, new_moved, share, 0)

@@ -3,7 +3,7 @@
 import numpy as np
 
 from conftest import decode_rgb, fixture_path
-from synctalk2d.face.warp import warp_region
+from synctalk2d.face.warp import delaunay, warp_region
 
 
 def test_what_is_at_a_source_point_arrives_at_its_destination_and_the_border_stays():
@@ -23,3 +23,16 @@ def test_what_is_at_a_source_point_arrives_at_its_destination_and_the_border_sta
     assert np.abs(out[0].astype(np.float32) - frame[y1, x1:x2]).mean() < 1  # the top edge has not moved
     same = warp_region(frame, np.concatenate([border, centre]), np.concatenate([border, centre]), box)
     assert np.abs(same.astype(np.float32) - frame[y1:y2, x1:x2]).max() <= 1
+
+
+def test_the_triangles_tile_the_hull_of_the_points_once():
+    # a hole would leave pixels unwarped inside the face, an overlap would fold it
+    rng = np.random.default_rng(0)
+    points = np.concatenate([rng.uniform(100, 400, (40, 2)), [[100, 100], [400, 100], [100, 400], [400, 400], [250, 100]]]).astype(np.float32)
+    points = np.concatenate([points, points[:1]])  # a repeated point is one vertex
+    triangles = delaunay(points)
+    corners = points[triangles].astype(np.float64)
+    (ax, ay), (bx, by) = (corners[:, 1] - corners[:, 0]).T, (corners[:, 2] - corners[:, 0]).T
+    areas = 0.5 * np.abs(ax * by - ay * bx)
+    assert areas.min() > 0
+    assert abs(areas.sum() - 300 * 300) < 1e-3 * 300 * 300
