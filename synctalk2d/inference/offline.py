@@ -159,7 +159,7 @@ def _settings(lipsync: LipSync, audio: Path, start_frame: int, loop_back: bool, 
     avatar = lipsync.avatar.root
     trained = [(p.name, p.stat().st_mtime_ns) for p in sorted(avatar.iterdir()) if p.suffix in (".json", ".safetensors")]
     stat = audio.stat()
-    drawing = [lipsync.renderer, mouth.PASTE, mouth.LIP_REACH, lipsync.batch_size]
+    drawing = [lipsync.renderer, mouth.PASTE, mouth.LIP_REACH, mouth.MOUTH_RESAMPLING, lipsync.batch_size]
     identity = [str(audio.resolve()), stat.st_size, stat.st_mtime_ns, str(avatar.resolve()), trained, *drawing]
     return {
         "version": __version__,
