@@ -635,6 +635,9 @@ def main() -> None:
         type=float,
         help="how far the drawn lips bend towards the wanted shape (inference.mouth.LIP_REACH; 0: as recorded) instead of the shipped share",
     )
+    parser.add_argument(
+        "--max-lip-move", type=float, help="the most a lip point bends, in face sides (inference.mouth.MAX_LIP_MOVE) instead of the shipped cap"
+    )
     parser.add_argument("--compare-paste", choices=VARIANTS, help="also render every tail this way (bench/face_coherence.py's variants), on the same plan")
     parser.add_argument("--no-crossings", action="store_true", help="cut between references instead of morphing over a few frames")
     parser.add_argument("--strips", type=Path, help="save PNG strips of 30 consecutive rendered-over-real mouths (head turn, fast syllables) here")
@@ -651,6 +654,8 @@ def main() -> None:
         mouth_module.PASTE = args.paste
     if args.lip_reach is not None:
         mouth_module.LIP_REACH = args.lip_reach
+    if args.max_lip_move is not None:
+        mouth_module.MAX_LIP_MOVE = args.max_lip_move
     if args.release_frames is not None:
         mouth_module.RELEASE_FRAMES = args.release_frames
     if args.motion_reach is not None:

@@ -53,12 +53,14 @@ def test_page_plays_a_sample_and_shows_the_live_avatar(live_server):
         page.click("#play-sample")
         page.wait_for_function("document.getElementById('latency-first').textContent !== '–'", timeout=30_000)
         page.wait_for_timeout(2000)  # mid-sentence
-        page.wait_for_function("document.getElementById('live').naturalWidth > 0", timeout=10_000)  # a frame decoded (a busy machine may be mid-decode)
+        # Each frame replaces the image's source, so its size is 0 until that frame decodes:
+        # read the size in the same instant it is seen non-zero.
+        decoded = "(() => { const img = document.getElementById('live'); return img.naturalWidth > 0 && [img.naturalWidth, img.naturalHeight]; })()"
+        natural = page.wait_for_function(decoded, timeout=10_000).json_value()
         frames = int(page.inner_text("#frames"))
         fps = float(page.inner_text("#fps"))
         latency = float(page.inner_text("#latency-first"))
         state = page.inner_text("#state")
-        natural = page.evaluate("[document.getElementById('live').naturalWidth, document.getElementById('live').naturalHeight]")
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOT))
         browser.close()

@@ -327,10 +327,13 @@ def _copy_without(trained_root, tmp_path, *stages):
 
 def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(trained, tmp_path):
     """SIGKILL a real `synctalk2d train` mid-stage, run it again, and compare with a run
-    that was never interrupted: same final step, same weights."""
+    that was never interrupted: same final step, same weights. All three runs use one CPU
+    thread: how two threads split a sum can change from run to run, and over 12 Adam steps
+    that float noise moves the embeddings more than a step left out or repeated does."""
     args = ["--stage", "syncnet", "--max-steps", "12", "--batch-size", "2", "--checkpoint-every", "3", "--device", "cpu"]
+    one_thread = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     killed = _copy_without(trained[0], tmp_path / "killed", "syncnet", "unet")
-    process = subprocess.Popen([sys.executable, "-m", "synctalk2d", "train", "--avatar", str(killed), *args], stderr=subprocess.PIPE)
+    process = subprocess.Popen([sys.executable, "-m", "synctalk2d", "train", "--avatar", str(killed), *args], stderr=subprocess.PIPE, env=one_thread)
     deadline = time.monotonic() + 240
     while state(killed, "syncnet").get("step", 0) < 3 and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -339,12 +342,12 @@ def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(trained, tmp_path
     interrupted_at = state(killed, "syncnet")
     assert interrupted_at and not interrupted_at["completed"] and 3 <= interrupted_at["step"] < 12, "killed mid-stage"
 
-    resumed = run_cli("train", "--avatar", killed, *args)
+    resumed = run_cli("train", "--avatar", killed, *args, env=one_thread)
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming from step {interrupted_at['step']}" in resumed.stderr
 
     straight = _copy_without(trained[0], tmp_path / "straight", "syncnet", "unet")
-    uninterrupted = run_cli("train", "--avatar", straight, *args)
+    uninterrupted = run_cli("train", "--avatar", straight, *args, env=one_thread)
     assert uninterrupted.returncode == 0, uninterrupted.stderr
 
     assert state(killed, "syncnet")["step"] == state(straight, "syncnet")["step"] == 12
