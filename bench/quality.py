@@ -3,7 +3,7 @@
     python bench/quality.py [--workdir DIR] [--minutes 30] [--landmarks mediapipe|dlib]
                             [--folds N] [--prior-only] [--skip-render] [--skip-mouth]
                             [--tails-only] [--clips NAME...] [--strips DIR] [--compare-paste VARIANT]
-                            [picker and paste variants, see --help]
+                            [--prior-seed N] [picker and paste variants, see --help]
 
 Every opening r is Pearson's r of the mouth opening **at lag 0** against the real frames;
 best lags and r at a recording's found delay are diagnostics beside it.
@@ -15,7 +15,9 @@ best lags and r at a recording's found delay are diagnostics beside it.
    speakers (`train_prior`, the same code as `synctalk2d mouth-prior`) and its opening r is
    measured on the held-out clips: as recorded, per clip and per source, and at the clip's
    own audio-video alignment (`cross_fitted_r`: the offset `av_offset` finds on one half
-   scores the other half). ``--prior-only`` stops there.
+   scores the other half). ``--prior-only`` stops there. ``--prior-seed N`` trains the
+   priors with another seed (cached beside the shipped seed's): the
+   tails' figures move with the priors' training draw, so compare settings on one draw.
    Per-avatar adaptation is scored on each clip's last 30 % after adapting on its first
    70 % as stage `mouth` does (realigned where the offset rule finds evidence; its evidence
    is reported); on the same tail, the opening of the wanted shapes as rendering settles
@@ -115,6 +117,7 @@ CROSSINGS = True  # cuts spread over a few frames (`--no-crossings`: cut)
 STRIPS: Path | None = None  # where rendered tails leave PNG strips of consecutive mouths (`--strips`)
 STRIP_FRAMES = 30
 ONLY: set[str] = set()  # score only these clips (`--clips`; the priors still leave out only their speakers)
+PRIOR_SEED = PriorConfig().seed  # the held-out priors' training draw (`--prior-seed`: how much another draw moves the figures)
 COMPARE_PASTE: str | None = None  # also render every tail with this paste on the same plan (`--compare-paste`)
 LANDMARKS = DEFAULT_LANDMARKS  # the landmark model the pool is preprocessed with (`--landmarks`)
 SMALL_SIDE = 256  # `--small-copies`: each named clip again as a SMALL_SIDE-pixel square video around its face
@@ -132,7 +135,7 @@ def speaker(name: str) -> str:
 
 
 def prior_without(clips: list[Clip], held_out: str) -> torch.nn.Module:
-    return train_prior([c for c in clips if speaker(c.name) != held_out])[0]
+    return train_prior([c for c in clips if speaker(c.name) != held_out], PriorConfig(seed=PRIOR_SEED))[0]
 
 
 def small_copy(avatar: Avatar, path: Path) -> Path:
@@ -268,6 +271,12 @@ def head_motion(avatar: Avatar) -> float:
     return float(np.linalg.norm(np.diff(face_poses(avatar.landmarks()), axis=0), axis=1).mean())
 
 
+def prior_stem(workdir: Path, held_out: str) -> Path:
+    """Where the prior trained without ``held_out`` is cached (another seed's beside it)."""
+    seed = "" if PRIOR_SEED == PriorConfig().seed else f"_seed{PRIOR_SEED}"
+    return workdir / "priors" / f"loso_without_{held_out}{seed}"
+
+
 def cached_prior(clips: list[Clip], held_out: str, stem: Path) -> MouthModel:
     """The prior trained without ``held_out``'s clips, trained once per work directory (again
     when the prior's training settings or architecture have changed since)."""
@@ -275,7 +284,7 @@ def cached_prior(clips: list[Clip], held_out: str, stem: Path) -> MouthModel:
         "held_out_speaker": held_out,
         "clips": sorted(c.name for c in clips),
         "landmark_model": LANDMARK_MODELS[LANDMARKS],  # the pool's lip shapes come from it
-        "prior_config": asdict(PriorConfig()),
+        "prior_config": asdict(PriorConfig(seed=PRIOR_SEED)),
         "model": MouthModelConfig().to_dict(),
         "pool_realigned": f"on evidence, min gain {MIN_OFFSET_GAIN}",
     }
@@ -293,7 +302,7 @@ def score_prior_only(clips: list[Clip], workdir: Path) -> dict:
     alignment (cross-fitted), per clip, per source and on average."""
     per_clip = {}
     for held_out in sorted({speaker(c.name) for c in clips}):
-        prior = cached_prior(clips, held_out, workdir / "priors" / f"loso_without_{held_out}")
+        prior = cached_prior(clips, held_out, prior_stem(workdir, held_out))
         for clip in (c for c in clips if speaker(c.name) == held_out):
             per_clip[clip.name] = {"prior_r": aperture_r(prior, clip, clip.shapes.mean(axis=0)), "prior_r_aligned": cross_fitted_r(prior, clip)}
     return {
@@ -314,7 +323,7 @@ def timing_calibration(clips: list[Clip], workdir: Path, leads: range = range(0,
     (positive: the wanted mouth is late)."""
     predicted, real, active, rests = {}, {}, {}, {}
     for held_out in sorted({speaker(c.name) for c in clips}):
-        prior = cached_prior(clips, held_out, workdir / "priors" / f"loso_without_{held_out}")
+        prior = cached_prior(clips, held_out, prior_stem(workdir, held_out))
         for clip in (c for c in clips if speaker(c.name) == held_out):
             avatar = Avatar.open(workdir / "pool" / clip.name)
             wav, _ = sf.read(avatar.audio_path, dtype="float32")
@@ -342,7 +351,7 @@ def score_mouth_model(clips: list[Clip], workdir: Path, render: bool = True) -> 
     scored = [c for c in clips if not ONLY or c.name in ONLY]
     trainable = [c for c in clips if c.name not in SMALL_COPIES]
     for held_out in sorted({speaker(c.name) for c in scored}):
-        prior = cached_prior(trainable, held_out, workdir / "priors" / f"loso_without_{held_out}")
+        prior = cached_prior(trainable, held_out, prior_stem(workdir, held_out))
         for clip in (c for c in scored if speaker(c.name) == held_out):
             torch.manual_seed(0)  # each clip's adaptation draws the same, whether its prior was cached or not
             own = copy.deepcopy(prior)  # the prior as shipped: the pool's average amount of movement
@@ -559,7 +568,7 @@ def score_rendered(clips: list[Clip], workdir: Path, minutes: float) -> dict:
     for name in RENDERED:
         video = next(p for p in POOL if p.stem == name)
         root = workdir / "rendered" / name
-        prior_path = workdir / "priors" / f"loso_without_{speaker(name)}.safetensors"
+        prior_path = prior_stem(workdir, speaker(name)).with_suffix(".safetensors")
         cached_prior(clips, speaker(name), prior_path.with_suffix(""))
         if not Avatar(root).is_complete():
             from synctalk2d.preprocess import preprocess
@@ -638,6 +647,7 @@ def main() -> None:
     parser.add_argument(
         "--max-lip-move", type=float, help="the most a lip point bends, in face sides (inference.mouth.MAX_LIP_MOVE) instead of the shipped cap"
     )
+    parser.add_argument("--prior-seed", type=int, help="train the held-out priors with this seed instead of the shipped one (another training draw)")
     parser.add_argument("--compare-paste", choices=VARIANTS, help="also render every tail this way (bench/face_coherence.py's variants), on the same plan")
     parser.add_argument("--no-crossings", action="store_true", help="cut between references instead of morphing over a few frames")
     parser.add_argument("--strips", type=Path, help="save PNG strips of 30 consecutive rendered-over-real mouths (head turn, fast syllables) here")
@@ -645,7 +655,7 @@ def main() -> None:
         "--small-copies", nargs="*", default=[], help=f"also score these clips as {SMALL_SIDE}-pixel videos around the face (small faces; never trained on)"
     )
     args = parser.parse_args()
-    global FOLDS, LANDMARKS, SWITCH_COST_SCALE, POSE_WEIGHT_SPEECH, HOLD_COST_SPEECH, CROSSINGS, ONLY, STRIPS, COMPARE_PASTE
+    global FOLDS, LANDMARKS, SWITCH_COST_SCALE, POSE_WEIGHT_SPEECH, HOLD_COST_SPEECH, CROSSINGS, ONLY, STRIPS, COMPARE_PASTE, PRIOR_SEED
     FOLDS, LANDMARKS, SWITCH_COST_SCALE, CROSSINGS = args.folds, args.landmarks, args.switch_cost_scale, not args.no_crossings
     POSE_WEIGHT_SPEECH, HOLD_COST_SPEECH = args.pose_weight_speech, args.hold_cost_speech
     if args.blend:
@@ -654,6 +664,8 @@ def main() -> None:
         mouth_module.PASTE = args.paste
     if args.lip_reach is not None:
         mouth_module.LIP_REACH = args.lip_reach
+    if args.prior_seed is not None:
+        PRIOR_SEED = args.prior_seed
     if args.max_lip_move is not None:
         mouth_module.MAX_LIP_MOVE = args.max_lip_move
     if args.release_frames is not None:
@@ -683,6 +695,7 @@ def main() -> None:
         "pool_frames": int(sum(len(c.shapes) for c in clips)),
         "landmark_model": LANDMARK_MODELS[args.landmarks],
         "held_out": f"{args.folds} folds of speakers" if args.folds else "one speaker at a time",
+        "prior_seed": PRIOR_SEED,
     }
     if args.prior_only:
         result["mouth_model"] = score_prior_only(clips, args.workdir)

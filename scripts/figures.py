@@ -56,9 +56,9 @@ NOT_MEASURED = "*Not measured yet.*"
 # A path step is a key, a list index, or {column: value} picking the row that matches.
 HEADLINE: tuple[tuple[str, str, tuple, str], ...] = (
     (
-        "lip sync: rendered mouth opening vs the real one, Pearson r at lag 0 (56 pool tails, speakers the model never saw)",
+        "lip sync: rendered mouth opening vs the real one, Pearson r at lag 0 (56 pool tails, speakers the model never saw; mean of 3 model trainings)",
         "quality",
-        ("pool_tails_one_speaker_out", {"paste": "warp, lips bent, bicubic (shipped)"}, "rendered r at lag 0 (mean)"),
+        ("pool_tails_by_prior_draw", {"priors": "mean of the three draws"}, "rendered, shipped drawing"),
         "quality.md",
     ),
     (
